@@ -1,0 +1,8 @@
+"""InterFormer's arches (Figure 1): one ``nn.Module`` per arch, composed in ``models.interformer``."""
+from .cross_arch import CrossArch
+from .early_aggregation import EarlyAggregation
+from .feature_arch import FeatureArch
+from .interaction_arch import InteractionArch
+from .sequence_arch import SequenceArch
+
+__all__ = ["CrossArch", "EarlyAggregation", "FeatureArch", "InteractionArch", "SequenceArch"]

@@ -1,0 +1,63 @@
+"""Cross Arch (SPEC §2.1, Eqs. 10-11): gated summaries exchanged between the two modes."""
+import torch
+from torch import nn
+
+from ..layers import LCE, PMA, Gating, recent_tokens
+
+
+class CrossArch(nn.Module):
+    r"""Summarises each mode for the other one.
+
+    - non-sequence summary ``X_sum = Gating(LCE(X))``: ``n`` tokens -> ``n_sum`` tokens;
+    - sequence summary ``S_sum = Gating([S_CLS ‖ PMA(S) ‖ S_recent])``: the ``n_sum`` CLS
+      positions, ``k_pma`` PMA tokens over all valid positions of ``S`` (CLS included), and
+      the ``k_recent`` newest valid items (mask-aware, zeros when the history is shorter).
+
+    Args:
+        num_tokens (int): ``n``, non-sequence tokens.
+        embedding_dim (int): ``d``.
+        num_cls_tokens (int): ``n_sum``.
+        num_pma_tokens (int): ``k_pma`` (0 = without PMA).
+        num_recent_tokens (int): ``k_recent`` (0 = without recent tokens).
+        num_heads (int): heads of the PMA attention.
+        use_gating, gating_form, gating_activation: see ``layers.Gating``.
+        attention_dropout (float): PMA attention dropout.
+
+    Shapes:
+        X ``[B, n, d]``, S ``[B, n_sum + T, d]``, mask ``[B, n_sum + T]`` ->
+        X_sum ``[B, n_sum, d]``, S_sum ``[B, n_sum + k_pma + k_recent, d]``.
+
+    Example::
+
+        >>> cross = CrossArch(num_tokens=5, embedding_dim=16, num_cls_tokens=4)
+        >>> X, S = torch.randn(8, 5, 16), torch.randn(8, 4 + 30, 16)
+        >>> X_sum, S_sum = cross(X, S, torch.ones(8, 34, dtype=torch.bool))
+        >>> X_sum.shape, S_sum.shape
+        (torch.Size([8, 4, 16]), torch.Size([8, 8, 16]))
+    """
+
+    def __init__(self, num_tokens, embedding_dim, num_cls_tokens=4, num_pma_tokens=2,
+                 num_recent_tokens=2, num_heads=2, use_gating=True, gating_form="paper",
+                 gating_activation="sigmoid", attention_dropout=0.0):
+        super().__init__()
+        self.num_cls_tokens = num_cls_tokens
+        self.num_recent_tokens = num_recent_tokens
+        self.lce = LCE(num_tokens, num_cls_tokens)
+        self.x_gating = Gating(embedding_dim, gating_form, gating_activation, enabled=use_gating)
+        self.pma = PMA(embedding_dim, num_pma_tokens, num_heads, attention_dropout)
+        self.s_gating = Gating(embedding_dim, gating_form, gating_activation, enabled=use_gating)
+        self.num_summary_tokens = num_cls_tokens + num_pma_tokens + num_recent_tokens
+
+    def summarize_nonsequence(self, X):
+        """``X_sum = Gating(LCE(X))``: ``[B, n, d] -> [B, n_sum, d]``."""
+        return self.x_gating(self.lce(X))
+
+    def summarize_sequence(self, S, mask):
+        """``S_sum``: ``[B, n_sum + T, d] -> [B, n_sum + k_pma + k_recent, d]``."""
+        cls = S[:, :self.num_cls_tokens]
+        recent, _ = recent_tokens(S[:, self.num_cls_tokens:], mask[:, self.num_cls_tokens:],
+                                  self.num_recent_tokens)
+        return self.s_gating(torch.cat([cls, self.pma(S, mask), recent], dim=1))
+
+    def forward(self, X, S, mask):
+        return self.summarize_nonsequence(X), self.summarize_sequence(S, mask)

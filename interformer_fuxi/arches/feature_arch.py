@@ -1,0 +1,88 @@
+"""Preprocessing (SPEC §1, Eqs. 5-6): FuxiCTR features -> non-sequence tokens and one sequence."""
+import logging
+
+import torch
+from fuxictr.pytorch.layers import FeatureEmbeddingDict
+from torch import nn
+
+from ..layers import MaskNetMerge
+
+
+class FeatureArch(nn.Module):
+    r"""Turns a FuxiCTR batch dict into ``X`` (non-sequence tokens), ``S`` and its mask.
+
+    - all numeric features -> one vector -> ``Linear`` -> ONE dense token;
+    - each categorical feature -> its embedding token; a frozen pretrained embedding of
+      another width is projected to ``d`` by a ``Linear``;
+    - the ``k`` sequence fields (``type: sequence``, each sharing its target field's table
+      through FuxiCTR's ``share_embedding``) -> ``[B, T, k*d]`` -> MaskNet merge -> ``[B, T, d]``.
+    The valid-position mask comes from the ids (padding id 0): a position is valid when
+    any sequence field has a non-padding id there. Sequence fields are never pooled here,
+    even if the feature map still names a pooling ``feature_encoder``.
+
+    Args:
+        feature_map: FuxiCTR ``FeatureMap``.
+        embedding_dim (int): ``d``.
+        hidden_activations (str): activation of the MaskNet merge.
+        embedding_initializer (str): FuxiCTR initializer expression for the tables.
+
+    Shapes:
+        inputs: ``{feature: [B] or [B, T]}`` -> X ``[B, n, d]``, S ``[B, T, d]``, mask ``[B, T]`` bool.
+
+    Example::
+
+        >>> arch = FeatureArch(feature_map, embedding_dim=16)   # tiny_amazon feature map
+        >>> X, S, mask = arch(model.get_inputs(batch))
+        >>> X.shape, S.shape, mask.shape
+        (torch.Size([128, 2, 16]), torch.Size([128, 30, 16]), torch.Size([128, 30]))
+    """
+
+    def __init__(self, feature_map, embedding_dim, hidden_activations="SiLU",
+                 embedding_initializer="partial(nn.init.normal_, std=0.05)", token_norm=True):
+        super().__init__()
+        features = feature_map.features
+        self.dense_fields = [f for f, s in features.items() if s["type"] == "numeric"]
+        self.sparse_fields = [f for f, s in features.items() if s["type"] == "categorical"]
+        self.sequence_fields = [f for f, s in features.items() if s["type"] == "sequence"]
+        if not self.sequence_fields:
+            raise ValueError("InterFormer needs at least one sequence feature (type: sequence) "
+                             "in the dataset config")
+        if not any(s["type"] in ("numeric", "categorical") for s in features.values()):
+            raise ValueError("InterFormer needs at least one non-sequence feature "
+                             "(type: categorical or numeric) in the dataset config")
+        lengths = {features[f]["max_len"] for f in self.sequence_fields}
+        if len(lengths) != 1:
+            raise ValueError("InterFormer merges aligned sequences: all sequence features need one "
+                             f"max_len, got {dict((f, features[f]['max_len']) for f in self.sequence_fields)}")
+        self.embedding_layer = FeatureEmbeddingDict(
+            feature_map, embedding_dim, embedding_initializer=embedding_initializer,
+            not_required_feature_columns=self.dense_fields)
+        for field in self.sequence_fields:  # keep per-position embeddings
+            if field in self.embedding_layer.feature_encoders:
+                logging.info("InterFormer reads %s per position: ignoring its feature_encoder", field)
+                del self.embedding_layer.feature_encoders[field]
+        self.dense_token = nn.Linear(len(self.dense_fields), embedding_dim) if self.dense_fields else None
+        self.projections = nn.ModuleDict({
+            f: nn.Linear(self.embedding_layer.embedding_layers[f].embedding_dim, embedding_dim, bias=False)
+            for f in self.sparse_fields + self.sequence_fields
+            if self.embedding_layer.embedding_layers[f].embedding_dim != embedding_dim})
+        self.sequence_merge = MaskNetMerge(len(self.sequence_fields), embedding_dim, hidden_activations)
+        self.x_norm = nn.LayerNorm(embedding_dim) if token_norm else nn.Identity()
+        self.s_norm = nn.LayerNorm(embedding_dim) if token_norm else nn.Identity()
+        self.num_tokens = len(self.sparse_fields) + (1 if self.dense_fields else 0)
+        self.max_len = lengths.pop()
+
+    def _embed(self, field, ids):
+        emb = self.embedding_layer.embedding_layers[field](ids.long())
+        return self.projections[field](emb) if field in self.projections else emb
+
+    def forward(self, inputs):
+        tokens = [self._embed(f, inputs[f]) for f in self.sparse_fields]
+        if self.dense_token is not None:
+            dense = torch.stack([inputs[f].float() for f in self.dense_fields], dim=-1)
+            tokens.insert(0, self.dense_token(dense))
+        X = torch.stack(tokens, dim=1)
+        ids = torch.stack([inputs[f] for f in self.sequence_fields], dim=-1)  # [B, T, k]
+        mask = (ids != 0).any(dim=-1)
+        S = torch.cat([self._embed(f, inputs[f]) for f in self.sequence_fields], dim=-1)
+        return self.x_norm(X), self.s_norm(self.sequence_merge(S)), mask

@@ -1,0 +1,126 @@
+"""CSV -> H5 with FuxiCTR 2.0's ``FeatureProcessor``/``build_dataset``, checked and atomic.
+
+Before the (possibly long) build, every configured data file must exist and every CSV must
+hold every configured column. The build writes into a temporary sibling directory and is
+renamed into ``<data_root>/<dataset_id>`` only when complete, so a failed or interrupted
+build leaves nothing behind and the next run builds again.
+"""
+import copy
+import logging
+import os
+import pickle
+import shutil
+
+import pandas as pd
+from fuxictr.preprocess import FeatureProcessor, build_dataset
+
+from .errors import UserError
+
+SPLITS = ("train_data", "valid_data", "test_data")
+
+
+def feature_columns(params):
+    """The configured feature columns, one dict per column (FuxiCTR allows name lists)."""
+    cols = []
+    for col in params.get("feature_cols") or []:
+        names = col["name"] if isinstance(col["name"], list) else [col["name"]]
+        for name in names:
+            cols.append(dict(col, name=name, active=col.get("active", True)))
+    return cols
+
+
+def label_columns(params):
+    labels = params.get("label_col") or []
+    return labels if isinstance(labels, list) else [labels]
+
+
+def check_data_files(params):
+    if not params.get("train_data"):
+        raise UserError(f"{params['dataset_id']}: train_data is not set in dataset_config")
+    for key in SPLITS:
+        path = params.get(key)
+        if path and not os.path.isfile(path):
+            raise UserError(f"{params['dataset_id']}: {key} file not found: {path}")
+    for col in feature_columns(params):
+        emb = col.get("pretrained_emb")
+        if emb and not os.path.isfile(emb):
+            raise UserError(f"{params['dataset_id']}: pretrained_emb of {col['name']} not found: {emb}")
+
+
+def check_csv_columns(params):
+    required = [c["name"] for c in feature_columns(params)] + [c["name"] for c in label_columns(params)]
+    sep = params.get("sep", ",")
+    for key in SPLITS:
+        path = params.get(key)
+        if not path:
+            continue
+        try:
+            header = list(pd.read_csv(path, sep=sep, nrows=0).columns)
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path}: cannot read the CSV header ({exc})") from None
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise UserError(f"{path}: column {missing[0]!r} configured in {params['dataset_id']} "
+                            f"is missing (header: {','.join(header)})")
+
+
+def built_files(data_dir, params):
+    files = {"feature_map.json": os.path.join(data_dir, "feature_map.json")}
+    for key in SPLITS:
+        if params.get(key):
+            name = key.split("_")[0] + ".h5"
+            files[name] = os.path.join(data_dir, name)
+    return files
+
+
+def is_built(params):
+    data_dir = os.path.join(params["data_root"], params["dataset_id"])
+    return all(os.path.isfile(f) for f in built_files(data_dir, params).values())
+
+
+def build_h5(params):
+    """Build (or reuse) ``<data_root>/<dataset_id>``; return the H5 paths of the splits."""
+    data_dir = os.path.join(params["data_root"], params["dataset_id"])
+    files = built_files(data_dir, params)
+    if is_built(params):
+        logging.info("Reusing built data in %s (delete it to rebuild)", data_dir)
+    else:
+        check_data_files(params)
+        check_csv_columns(params)
+        if os.path.exists(data_dir):
+            logging.warning("Removing incomplete data directory %s", data_dir)
+            shutil.rmtree(data_dir)
+        _build_atomically(params, data_dir)
+    return tuple(files.get(key.split("_")[0] + ".h5") for key in SPLITS)
+
+
+def _build_atomically(params, data_dir):
+    tmp_root = os.path.join(params["data_root"], f".building-{params['dataset_id']}-{os.getpid()}")
+    shutil.rmtree(tmp_root, ignore_errors=True)
+    build_params = copy.deepcopy({k: v for k, v in params.items() if not k.startswith("_")})
+    build_params["feature_cols"] = feature_columns(params)
+    build_params["data_root"] = tmp_root
+    try:
+        processor = FeatureProcessor(**build_params)
+        build_dataset(processor, **build_params)
+        build_dir = processor.data_dir
+        _retarget_pickle(processor, build_dir, data_dir)
+        os.rename(build_dir, data_dir)
+    except KeyError as exc:
+        raise UserError(f"{params['dataset_id']}: a feature column lacks the key {exc} "
+                        "(each needs name, dtype and type)") from None
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise UserError(f"{params['dataset_id']}: building H5 from CSV failed: "
+                        f"{str(exc).splitlines()[0]}") from None
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+    logging.info("Built H5 data in %s", data_dir)
+
+
+def _retarget_pickle(processor, build_dir, data_dir):
+    """Re-pickle the processor so that it names the final directory, not the temporary one."""
+    processor.data_dir = processor.feature_map.data_dir = data_dir
+    for attr in ("pickle_file", "json_file", "vocab_file"):
+        setattr(processor, attr, os.path.join(data_dir, os.path.basename(getattr(processor, attr))))
+    with open(os.path.join(build_dir, "feature_processor.pkl"), "wb") as f:
+        pickle.dump(processor, f)

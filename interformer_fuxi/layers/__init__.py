@@ -1,0 +1,34 @@
+"""Pure-PyTorch building blocks of InterFormer (arXiv 2411.09852); see docs in each module."""
+from .activation import activation
+from .attention import RotaryMultiheadAttention
+from .dcn_interaction import DCNv2Interaction
+from .dhen import DHEN, DHENLayer
+from .dot_interaction import DotInteraction
+from .gating import Gating
+from .interaction_factory import INTERACTIONS, build_interaction
+from .pffn import PFFN
+from .pma import PMA
+from .positions import recent_tokens, valid_positions
+from .rope import RotaryEmbedding, rotate_half
+from .sequence_merge import MaskNetMerge
+from .token_lce import LCE
+
+__all__ = [
+    "activation",
+    "DCNv2Interaction",
+    "DHEN",
+    "DHENLayer",
+    "DotInteraction",
+    "Gating",
+    "INTERACTIONS",
+    "LCE",
+    "MaskNetMerge",
+    "PFFN",
+    "PMA",
+    "RotaryEmbedding",
+    "RotaryMultiheadAttention",
+    "build_interaction",
+    "recent_tokens",
+    "rotate_half",
+    "valid_positions",
+]

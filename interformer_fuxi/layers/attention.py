@@ -1,0 +1,95 @@
+"""Bidirectional multi-head self-attention with key-padding mask and RoPE (SPEC §2.3)."""
+import math
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import RotaryEmbedding
+
+
+class RotaryMultiheadAttention(nn.Module):
+    r"""Self-attention over ``[CLS ‖ sequence]`` with rotary positions on q and k.
+
+    A fused ``Linear(d, 3d)`` gives q, k, v; RoPE rotates q and k per head with the
+    given per-sample positions; ``F.scaled_dot_product_attention`` runs with the boolean
+    key mask broadcast to ``[B, 1, 1, N]``; a ``Linear(d, d)`` projects the heads back.
+
+    Edge cases: a sample with no valid key is attended as if all keys were valid (so no
+    softmax over an empty set, no NaN) and its output is then set to exactly zero.
+    Queries at padded positions are computed like any other query (they attend to valid
+    keys); callers ignore them via the mask.
+
+    Args:
+        embedding_dim (int): ``d``, divisible by ``num_heads``.
+        num_heads (int): ``H``.
+        attention_dropout (float): dropout on the attention weights, training only.
+        use_rope (bool): apply rotary embeddings to q and k.
+
+    Shapes:
+        x: ``[B, N, d]``; mask: ``[B, N]`` bool (True = valid key) or None;
+        positions: ``[B, N]`` long or None (``0..N-1``) -> out ``[B, N, d]`` and, with
+        ``need_weights=True``, weights ``[B, H, N, N]`` (before dropout).
+
+    Example::
+
+        >>> mha = RotaryMultiheadAttention(embedding_dim=16, num_heads=2)
+        >>> x, mask = torch.randn(4, 6, 16), torch.ones(4, 6, dtype=torch.bool)
+        >>> out, w = mha(x, mask, need_weights=True)
+        >>> out.shape, w.shape
+        (torch.Size([4, 6, 16]), torch.Size([4, 2, 6, 6]))
+    """
+
+    def __init__(self, embedding_dim: int, num_heads: int, attention_dropout: float = 0.0,
+                 use_rope: bool = True) -> None:
+        super().__init__()
+        if num_heads < 1 or embedding_dim % num_heads != 0:
+            raise ValueError(
+                f"embedding_dim ({embedding_dim}) must be divisible by num_heads ({num_heads})"
+            )
+        self.embedding_dim = embedding_dim
+        self.num_heads = num_heads
+        self.head_dim = embedding_dim // num_heads
+        self.attention_dropout = float(attention_dropout)
+        self.use_rope = use_rope
+        self.qkv = nn.Linear(embedding_dim, 3 * embedding_dim)
+        self.out_proj = nn.Linear(embedding_dim, embedding_dim)
+        self.rope = RotaryEmbedding(self.head_dim) if use_rope else None
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                positions: Optional[torch.Tensor] = None, need_weights: bool = False
+                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+        B, N, _ = x.shape
+        H, dh = self.num_heads, self.head_dim
+        q, k, v = self.qkv(x).view(B, N, 3, H, dh).permute(2, 0, 3, 1, 4)  # each [B, H, N, dh]
+        if self.rope is not None:
+            if positions is None:
+                positions = torch.arange(N, device=x.device).expand(B, N)
+            q, k = self.rope(q, positions), self.rope(k, positions)
+
+        if mask is None:
+            mask = torch.ones(B, N, dtype=torch.bool, device=x.device)
+        mask = mask.bool()
+        has_key = mask.any(dim=-1)  # [B]
+        # Empty rows attend to everything (finite softmax), then get zeroed below.
+        attn_mask = (mask | ~has_key.unsqueeze(-1)).view(B, 1, 1, N)
+        dropout_p = self.attention_dropout if self.training else 0.0
+
+        weights = None
+        if need_weights:
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dh)
+            scores = scores.masked_fill(~attn_mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            weights = weights * has_key.view(B, 1, 1, 1).to(weights.dtype)
+            attn = torch.matmul(F.dropout(weights, p=dropout_p, training=self.training), v)
+        else:
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+
+        out = self.out_proj(attn.transpose(1, 2).reshape(B, N, self.embedding_dim))
+        out = out * has_key.view(B, 1, 1).to(out.dtype)
+        return (out, weights) if need_weights else out
+
+    def extra_repr(self) -> str:
+        return (f"embedding_dim={self.embedding_dim}, num_heads={self.num_heads}, "
+                f"attention_dropout={self.attention_dropout}, use_rope={self.use_rope}")

@@ -1,0 +1,76 @@
+"""Pooling by Multihead Attention (Lee et al. 2019, Set Transformer) for S_PMA (Eq. 11)."""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class PMA(nn.Module):
+    r"""``k`` learnable seed queries attend over a masked set of tokens.
+
+    ``PMA(S) = Out( Attention(Q_seeds W_q, S W_k, S W_v, key_mask) )`` with separate q/k/v/out
+    projections and ``F.scaled_dot_product_attention``. No positions: the pooling is
+    order-invariant, so padding side does not matter. A sample with no valid key gets
+    zeros (finite).
+
+    Args:
+        embedding_dim (int): ``d``, divisible by ``num_heads``.
+        num_seeds (int): ``k_pma``; 0 gives an empty output and no parameters.
+        num_heads (int): heads.
+        attention_dropout (float): dropout on attention weights, training only.
+
+    Shapes:
+        S: ``[B, N, d]``, mask: ``[B, N]`` bool (True = valid) or None -> ``[B, k, d]``.
+
+    Example::
+
+        >>> pma = PMA(embedding_dim=16, num_seeds=2, num_heads=2)
+        >>> pma(torch.randn(4, 10, 16), torch.ones(4, 10, dtype=torch.bool)).shape
+        torch.Size([4, 2, 16])
+    """
+
+    def __init__(self, embedding_dim: int, num_seeds: int, num_heads: int,
+                 attention_dropout: float = 0.0) -> None:
+        super().__init__()
+        if num_seeds < 0:
+            raise ValueError(f"num_seeds must be >= 0, got {num_seeds}")
+        if num_heads < 1 or embedding_dim % num_heads != 0:
+            raise ValueError(
+                f"embedding_dim ({embedding_dim}) must be divisible by num_heads ({num_heads})"
+            )
+        self.embedding_dim = embedding_dim
+        self.num_seeds = num_seeds
+        self.num_heads = num_heads
+        self.attention_dropout = float(attention_dropout)
+        if num_seeds == 0:
+            return
+        self.seeds = nn.Parameter(torch.empty(num_seeds, embedding_dim))
+        nn.init.xavier_uniform_(self.seeds)  # as in the Set Transformer reference code
+        self.q_proj = nn.Linear(embedding_dim, embedding_dim)
+        self.k_proj = nn.Linear(embedding_dim, embedding_dim)
+        self.v_proj = nn.Linear(embedding_dim, embedding_dim)
+        self.out_proj = nn.Linear(embedding_dim, embedding_dim)
+
+    def forward(self, S: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        B, N, d = S.shape
+        if self.num_seeds == 0:
+            return S.new_zeros(B, 0, d)
+        H, dh, k = self.num_heads, d // self.num_heads, self.num_seeds
+        q = self.q_proj(self.seeds).view(1, k, H, dh).transpose(1, 2).expand(B, H, k, dh)
+        key = self.k_proj(S).view(B, N, H, dh).transpose(1, 2)
+        val = self.v_proj(S).view(B, N, H, dh).transpose(1, 2)
+        if mask is None:
+            mask = torch.ones(B, N, dtype=torch.bool, device=S.device)
+        mask = mask.bool()
+        has_key = mask.any(dim=-1)
+        # Samples without keys attend to all slots (finite), then are zeroed.
+        attn_mask = (mask | ~has_key.unsqueeze(-1)).view(B, 1, 1, N)
+        dropout_p = self.attention_dropout if self.training else 0.0
+        attn = F.scaled_dot_product_attention(q, key, val, attn_mask=attn_mask, dropout_p=dropout_p)
+        out = self.out_proj(attn.transpose(1, 2).reshape(B, k, d))
+        return out * has_key.view(B, 1, 1).to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return (f"embedding_dim={self.embedding_dim}, num_seeds={self.num_seeds}, "
+                f"num_heads={self.num_heads}")

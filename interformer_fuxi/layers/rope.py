@@ -1,0 +1,69 @@
+"""Rotary position embeddings (Su et al. 2021) with per-sample positions."""
+import torch
+from torch import nn
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """``[x1, x2] -> [-x2, x1]`` on the last axis (the rotate-half pairing)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    r"""Rotates query/key pairs by angles proportional to each token's position.
+
+    Uses the rotate-half convention: dimension ``i`` is paired with ``i + dh/2`` and
+    rotated by ``pos * base^(-2i/dh)``. Positions are given per sample (``[B, N]``), so
+    padded histories can use :func:`valid_positions` and get padding-invariant scores.
+    ``cos``/``sin`` tables are non-persistent buffers (they follow ``.to(device)`` but
+    stay out of checkpoints), built once and regrown only when a larger position appears.
+
+    Args:
+        head_dim (int): ``dh``, must be even.
+        base (float): frequency base.
+        max_positions (int): initial table length (grown on demand).
+
+    Shapes:
+        x: ``[B, H, N, dh]``, positions: ``[B, N]`` long -> ``[B, H, N, dh]``.
+
+    Example::
+
+        >>> rope = RotaryEmbedding(head_dim=4)
+        >>> pos = torch.arange(5).expand(2, 5)
+        >>> rope(torch.randn(2, 3, 5, 4), pos).shape
+        torch.Size([2, 3, 5, 4])
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0, max_positions: int = 256) -> None:
+        super().__init__()
+        if head_dim % 2 != 0 or head_dim <= 0:
+            raise ValueError(f"head_dim must be a positive even number, got {head_dim}")
+        self.head_dim = head_dim
+        self.base = float(base)
+        self.register_buffer("cos_cached", torch.empty(0, head_dim), persistent=False)
+        self.register_buffer("sin_cached", torch.empty(0, head_dim), persistent=False)
+        self._build(max(int(max_positions), 1))
+
+    def _build(self, length: int) -> None:
+        # Always float32 from scratch (even after .half()): large angles need the precision.
+        device = self.cos_cached.device
+        dims = torch.arange(0, self.head_dim, 2, dtype=torch.float32, device=device)
+        inv_freq = self.base ** (-dims / self.head_dim)
+        pos = torch.arange(length, dtype=torch.float32, device=device)
+        freqs = torch.outer(pos, inv_freq)
+        emb = torch.cat((freqs, freqs), dim=-1)  # [length, dh], matches rotate_half pairing
+        self.cos_cached = emb.cos()
+        self.sin_cached = emb.sin()
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        positions = positions.long()
+        needed = int(positions.max().item()) + 1 if positions.numel() else 0
+        if needed > self.cos_cached.shape[0]:
+            # Grow geometrically so a slowly increasing max position rebuilds rarely.
+            self._build(max(needed, 2 * self.cos_cached.shape[0]))
+        cos = self.cos_cached[positions].unsqueeze(1).to(x.dtype)  # [B, 1, N, dh]
+        sin = self.sin_cached[positions].unsqueeze(1).to(x.dtype)
+        return x * cos + rotate_half(x) * sin
+
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, base={self.base}"

@@ -1,0 +1,3 @@
+"""Built-in models; importing this module registers them for ``model:`` in configs."""
+from .base import CTRModel  # noqa: F401
+from .interformer import InterFormer  # noqa: F401

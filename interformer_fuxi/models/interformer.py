@@ -1,0 +1,149 @@
+"""InterFormer (Zeng et al., arXiv 2411.09852) as a FuxiCTR 2.0 model; SPEC §1-§4.
+
+Algorithm 1, as built:
+
+    X, S, mask  = FeatureArch(inputs)                       # Eqs. 5-6
+    S           = [X_sum(1) ‖ S]                            # CLS tokens, once
+    for l in 1..L:
+        X_sum, S_sum = CrossArch_l(X, S)                    # Eqs. 10-11
+        X, S         = InteractionArch_l(X, S_sum),         # Eq. 7
+                       SequenceArch_l(X_sum, S)             # Eqs. 8-9 (both read layer-l inputs)
+    X_sum, S_sum = CrossArch_{L+1}(X, S)                    # the last layer's outputs are used
+    y = sigmoid(MLP([X_sum ‖ S_sum]))
+
+``interleave_mode`` chooses which summaries cross over (Figure 2): ``int`` both ways,
+``n2s`` only X_sum -> sequence, ``s2n`` only S_sum -> non-sequence, ``sep`` neither, and
+``sole`` has no Sequence Arch: the sequence is aggregated early into one more token.
+"""
+import torch
+from fuxictr.pytorch.layers import MLP_Block
+from torch import nn
+
+from ..arches import CrossArch, EarlyAggregation, FeatureArch, InteractionArch, SequenceArch
+from ..registry import register
+from .base import CTRModel
+
+INTERLEAVE_MODES = ("int", "n2s", "s2n", "sep", "sole")
+
+
+class InterFormerLayer(nn.Module):
+    """One layer: Cross Arch, then the Interaction and Sequence Arches on layer-l inputs.
+
+    Shapes: X ``[B, n, d]``, S ``[B, n_sum + T, d]``, mask ``[B, n_sum + T]`` -> same shapes.
+    """
+
+    def __init__(self, num_tokens, embedding_dim, mode, cross_kwargs, interaction_kwargs, sequence_kwargs):
+        super().__init__()
+        self.mode = mode
+        self.cross_arch = CrossArch(num_tokens, embedding_dim, **cross_kwargs)
+        seq_to_nonseq = mode in ("int", "s2n")
+        self.interaction_arch = InteractionArch(
+            num_tokens, self.cross_arch.num_summary_tokens if seq_to_nonseq else 0, embedding_dim,
+            **interaction_kwargs)
+        self.sequence_arch = SequenceArch(embedding_dim, cross_kwargs["num_cls_tokens"],
+                                          personalized=mode in ("int", "n2s"), **sequence_kwargs)
+
+    def forward(self, X, S, mask, need_weights=False):
+        X_sum, S_sum = self.cross_arch(X, S, mask)
+        X_next = self.interaction_arch(X, S_sum if self.mode in ("int", "s2n") else None)
+        S_next = self.sequence_arch(X_sum, S, mask, need_weights=need_weights)
+        return X_next, S_next
+
+
+@register
+class InterFormer(CTRModel):
+    """InterFormer for FuxiCTR 2.0; constructor keywords mirror the YAML keys (see README)."""
+
+    def __init__(self, feature_map, model_id="InterFormer", gpu=-1, learning_rate=1e-3,
+                 embedding_dim=16, embedding_initializer="partial(nn.init.normal_, std=0.05)",
+                 num_layers=3, interaction_arch="DHEN", dhen_layers=1, low_rank=32,
+                 interleave_mode="int", early_aggregation="mean", num_cls_tokens=4,
+                 num_pma_tokens=2, num_recent_tokens=2, num_heads=2, use_gating=True,
+                 gating_form="paper", gating_activation="sigmoid", use_pffn=True, pffn_form="linear",
+                 use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
+                 hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
+                 token_norm=True, embedding_regularizer=None, net_regularizer=None, **kwargs):
+        super().__init__(feature_map, model_id=model_id, gpu=gpu,
+                         embedding_regularizer=embedding_regularizer,
+                         net_regularizer=net_regularizer, **kwargs)
+        if interleave_mode not in INTERLEAVE_MODES:
+            raise ValueError(f"interleave_mode must be one of {', '.join(INTERLEAVE_MODES)}, "
+                             f"got {interleave_mode!r}")
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if num_cls_tokens < 1:
+            raise ValueError(f"num_cls_tokens must be at least 1, got {num_cls_tokens}")
+        self.mode = interleave_mode
+        d = embedding_dim
+        self.feature_arch = FeatureArch(feature_map, d, hidden_activations, embedding_initializer, token_norm)
+        n = self.feature_arch.num_tokens
+        cross_kwargs = dict(num_cls_tokens=num_cls_tokens, num_pma_tokens=num_pma_tokens,
+                            num_recent_tokens=num_recent_tokens, num_heads=num_heads,
+                            use_gating=use_gating, gating_form=gating_form,
+                            gating_activation=gating_activation, attention_dropout=attention_dropout)
+        interaction_kwargs = dict(interaction_arch=interaction_arch, dhen_layers=dhen_layers,
+                                  low_rank=low_rank, hidden_activations=hidden_activations,
+                                  net_dropout=net_dropout, residual_norm=residual_norm)
+        if self.mode == "sole":
+            self.early_aggregation = EarlyAggregation(d, self.feature_arch.max_len, early_aggregation,
+                                                      num_heads, hidden_activations, attention_dropout)
+            self.interaction_layers = nn.ModuleList(
+                InteractionArch(n + 1, 0, d, **interaction_kwargs) for _ in range(num_layers))
+            self.cross_arch = CrossArch(n + 1, d, **cross_kwargs)
+            head_tokens = num_cls_tokens
+        else:
+            sequence_kwargs = dict(num_heads=num_heads, use_pffn=use_pffn, use_mha=use_mha,
+                                   pffn_form=pffn_form, use_rope=use_rope,
+                                   attention_dropout=attention_dropout, residual_norm=residual_norm)
+            self.layers = nn.ModuleList(
+                InterFormerLayer(n, d, self.mode, cross_kwargs, interaction_kwargs, sequence_kwargs)
+                for _ in range(num_layers))
+            # learnable CLS tokens where no X_sum flows into the sequence (s2n, sep)
+            self.cls_tokens = None if self.mode in ("int", "n2s") else nn.Parameter(torch.randn(num_cls_tokens, d) * 0.02)
+            self.cross_arch = CrossArch(n, d, **cross_kwargs)
+            head_tokens = num_cls_tokens + self.cross_arch.num_summary_tokens
+        self.head = MLP_Block(head_tokens * d, head_hidden_units, hidden_activations,
+                              output_dim=1, dropout_rates=net_dropout)
+        self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
+        self.model_to_device()
+
+    def forward(self, inputs):
+        X_sum, S_sum, _ = self.encode(self.get_inputs(inputs))
+        summary = X_sum if S_sum is None else torch.cat([X_sum, S_sum], dim=1)
+        return {"y_pred": self.output_activation(self.head(summary.flatten(1)))}
+
+    def encode(self, X_dict, need_weights=False, return_states=False):
+        """Final summaries ``X_sum [B, n_sum, d]``, ``S_sum [B, m, d]`` (None in ``sole``) and extras:
+        per-layer attention weights ``[B, H, N, N]`` and/or per-layer states ``(X, S)``."""
+        X, S, mask = self.feature_arch(X_dict)
+        states, weights = [(X, S)], []
+        if self.mode == "sole":
+            X = torch.cat([X, self.early_aggregation(S, mask)], dim=1)
+            for layer in self.interaction_layers:
+                X = layer(X)
+                states.append((X, None))
+            return self.cross_arch.summarize_nonsequence(X), None, {"states": states, "attention": weights}
+        S, mask = self.prepend_cls(X, S, mask)
+        for layer in self.layers:
+            X, S = layer(X, S, mask, need_weights=need_weights)
+            if need_weights:
+                S, w = S
+                weights.append(w)
+            states.append((X, S))
+        X_sum, S_sum = self.cross_arch(X, S, mask)
+        return X_sum, S_sum, {"states": states, "attention": weights}
+
+    def prepend_cls(self, X, S, mask):
+        """``[CLS ‖ S]``: the CLS tokens are ``X_sum(1)`` (or learned ones when no X_sum may flow)."""
+        if self.cls_tokens is None:
+            cls = self.layers[0].cross_arch.summarize_nonsequence(X)
+        else:
+            cls = self.cls_tokens.expand(X.shape[0], -1, -1)
+        ones = torch.ones(mask.shape[0], cls.shape[1], dtype=torch.bool, device=mask.device)
+        return torch.cat([cls, S], dim=1), torch.cat([ones, mask], dim=1)
+
+    @torch.no_grad()
+    def attention_maps(self, batch_data):
+        """Per-layer MHA weights ``[B, H, n_sum + T, n_sum + T]`` for a FuxiCTR batch (Figure 4)."""
+        self.eval()
+        return self.encode(self.get_inputs(batch_data), need_weights=True)[2]["attention"]

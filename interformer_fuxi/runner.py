@@ -1,0 +1,100 @@
+"""``run_expid.py``: train and evaluate one expid, FuxiCTR 2.0 / BARS style.
+
+Flow: load ``Base`` + expid + dataset config -> check keys -> build H5 from CSV (once)
+-> load the ``FeatureMap`` -> train with ``H5DataLoader`` and early stopping -> evaluate
+valid and test -> append the BARS result line to ``<config dir name>.csv`` in the
+working directory. Logs and checkpoints go to ``<model_root>/<dataset_id>/<expid>.{log,model}``.
+"""
+import argparse
+import gc
+import logging
+import os
+import sys
+from datetime import datetime
+
+import torch
+
+from .errors import UserError
+
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Train and evaluate a FuxiCTR expid.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG,
+                        help="config directory holding model_config.yaml and dataset_config.yaml "
+                             "(default: the project's config/)")
+    parser.add_argument("--expid", required=True, help="experiment id in model_config.yaml")
+    parser.add_argument("--gpu", type=int, default=-1, help="GPU index, -1 for CPU")
+    return parser.parse_args(argv)
+
+
+def result_line(command, params, valid_result, test_result):
+    fmt = lambda logs: " - ".join(f"{k}: {v:.6f}" for k, v in logs.items())
+    return (f" {datetime.now().strftime('%Y%m%d-%H%M%S')},[command] {command},[exp_id] {params['model_id']},"
+            f"[dataset_id] {params['dataset_id']},[train] N.A.,[val] {fmt(valid_result)},[test] {fmt(test_result)}\n")
+
+
+def run(args, command):
+    from fuxictr.features import FeatureMap
+    from fuxictr.pytorch.dataloaders import H5DataLoader
+    from fuxictr.pytorch.torch_utils import seed_everything
+    from fuxictr.utils import print_to_json, set_logger
+
+    from .config import check_keys, load_expid
+    from .data import build_h5, check_data_files, check_csv_columns, is_built
+    from .registry import get_model
+
+    params = load_expid(args.config, args.expid)
+    model_class = get_model(params.get("model"))
+    check_keys(params, model_class)
+    csv_input = params.get("data_format", "csv") == "csv"
+    if csv_input and not is_built(params):
+        check_data_files(params)  # fail fast, before the log starts and the build runs
+        check_csv_columns(params)
+    params["gpu"] = args.gpu
+    params.setdefault("verbose", 1)
+    set_logger(params)
+    logging.info("Params: " + print_to_json({k: v for k, v in params.items() if not k.startswith("_")}))
+    if args.gpu >= 0 and not torch.cuda.is_available():
+        logging.warning("--gpu %d requested but CUDA is not available: running on CPU", args.gpu)
+    seed_everything(seed=params.get("seed", 2019))
+
+    data_dir = os.path.join(params["data_root"], params["dataset_id"])
+    if csv_input:
+        params["train_data"], params["valid_data"], params["test_data"] = build_h5(params)
+    feature_map = FeatureMap(params["dataset_id"], data_dir)
+    feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
+    logging.info("Feature specs: " + print_to_json(feature_map.features))
+
+    model = model_class(feature_map, **{k: v for k, v in params.items() if not k.startswith("_")})
+    model.count_parameters()
+    train_gen, valid_gen = H5DataLoader(feature_map, stage="train", **params).make_iterator()
+    model.fit(train_gen, validation_data=valid_gen, **params)
+
+    logging.info("****** Validation evaluation ******")
+    valid_result = model.evaluate(valid_gen)
+    del train_gen, valid_gen
+    gc.collect()
+    test_result = {}
+    if params.get("test_data"):
+        logging.info("******** Test evaluation ********")
+        test_gen = H5DataLoader(feature_map, stage="test", **params).make_iterator()
+        test_result = model.evaluate(test_gen)
+
+    result_file = os.path.basename(os.path.normpath(args.config)) + ".csv"
+    with open(result_file, "a+") as f:
+        f.write(result_line(command, params, valid_result, test_result))
+    logging.info("Appended the result line to %s", os.path.abspath(result_file))
+    return valid_result, test_result
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    command = "python " + " ".join(sys.argv if argv is None else ["run_expid.py"] + list(argv))
+    try:
+        run(args, command)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

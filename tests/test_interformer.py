@@ -1,0 +1,220 @@
+"""InterFormer's behaviour: masks, information flow per mode, ablations, learning, determinism."""
+import itertools
+
+import pytest
+import torch
+
+from interformer_fuxi import InterFormer
+from interformer_fuxi.arches import SequenceArch
+from interformer_fuxi.layers import INTERACTIONS
+from interformer_fuxi.models.interformer import INTERLEAVE_MODES
+
+from synthetic import MODEL_DEFAULTS, batch, feature_map, repad
+
+
+def build(fmap=None, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    params = dict(MODEL_DEFAULTS, num_layers=2)
+    params.update(kwargs)
+    return InterFormer(fmap or feature_map(), **params)
+
+
+def predict(model, data):
+    model.eval()
+    with torch.no_grad():
+        return model(data)["y_pred"].squeeze(1)
+
+
+def states(model, data):
+    model.eval()
+    with torch.no_grad():
+        return model.encode(model.get_inputs(data))[2]["states"]
+
+
+# ---------------------------------------------------------------- masks and padding
+@pytest.mark.parametrize("mode", ["int", "sole"])
+def test_pre_and_post_padding_give_the_same_prediction(mode):
+    fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
+    model = build(fmap, interleave_mode=mode, early_aggregation="mlp")
+    post = batch(fmap, size=16, padding="post")
+    pre = repad(fmap, post, "pre")
+    assert not torch.equal(pre, post)
+    assert torch.allclose(predict(model, pre), predict(model, post), atol=1e-5)
+
+
+def test_ids_at_padded_positions_change_nothing():
+    fmap = feature_map()
+    model = build(fmap)
+    data = batch(fmap, size=16, lengths=torch.arange(16) % 11)
+    idx = torch.tensor(fmap.get_column_index("item_history"))
+    # FuxiCTR's padding id is 0; the mask comes from the ids, so write a *valid-looking*
+    # embedding at padded slots by making the padding row of the table non-zero.
+    with torch.no_grad():
+        model.feature_arch.embedding_layer.embedding_layers["item_id"].weight[0].fill_(3.0)
+    changed = predict(model, data)
+    with torch.no_grad():
+        model.feature_arch.embedding_layer.embedding_layers["item_id"].weight[0].fill_(-5.0)
+    assert torch.allclose(predict(model, data), changed, atol=1e-6)
+    # and the valid items do matter
+    other = data.clone()
+    other[:, idx[0]] = torch.where(other[:, idx[0]] > 0, (other[:, idx[0]] % 40) + 1, 0)
+    assert (predict(model, other) - changed).abs().max() > 1e-7
+
+
+@pytest.mark.parametrize("mode", INTERLEAVE_MODES)
+def test_an_empty_history_gives_finite_predictions_in_training_and_eval(mode):
+    fmap = feature_map()
+    model = build(fmap, interleave_mode=mode, early_aggregation="mha", net_dropout=0.1, attention_dropout=0.1)
+    data = batch(fmap, size=8, lengths=torch.zeros(8, dtype=torch.long))
+    model.train()
+    out = model(data)["y_pred"]
+    loss = model.compute_loss(out and {"y_pred": out}, model.get_labels(data))
+    loss.backward()
+    assert torch.isfinite(out).all() and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    assert torch.isfinite(predict(model, data)).all()
+
+
+def test_recent_tokens_reach_the_summary_from_the_newest_valid_items():
+    fmap = feature_map()
+    model = build(fmap, num_pma_tokens=0, num_cls_tokens=1, num_recent_tokens=2, use_gating=False)
+    cross = model.layers[0].cross_arch
+    S = torch.arange(1 + 6, dtype=torch.float).view(1, 7, 1).expand(2, 7, 16).clone()
+    mask = torch.tensor([[True, True, True, True, False, False, False],   # post-padded, 3 items
+                         [True, False, False, False, False, True, True]])  # pre-padded, 2 items
+    S_sum = cross.summarize_sequence(S, mask)
+    assert S_sum[0, 1:, 0].tolist() == [3.0, 2.0]  # newest first
+    assert S_sum[1, 1:, 0].tolist() == [6.0, 5.0]
+
+
+# ---------------------------------------------------------------- information flow
+def perturbed_pair(fmap, what):
+    data = batch(fmap, size=8, lengths=torch.full((8,), 6))
+    other = data.clone()
+    names = ["item_history"] if what == "sequence" else ["item_id", "cate_id"]
+    for name in names:
+        idx = fmap.get_column_index(name)
+        other[:, idx] = torch.where(other[:, idx] > 0, (other[:, idx] + 7) % 49 + 1, 0)
+    return data, other
+
+
+@pytest.mark.parametrize("mode, seq_to_x, x_to_seq", [
+    ("int", True, True), ("n2s", False, True), ("s2n", True, False), ("sep", False, False)])
+def test_information_flows_only_where_the_mode_allows(mode, seq_to_x, x_to_seq):
+    fmap = feature_map()
+    model = build(fmap, interleave_mode=mode, num_layers=3)
+    data, seq_changed = perturbed_pair(fmap, "sequence")
+    _, x_changed = perturbed_pair(fmap, "non-sequence")
+    base = states(model, data)
+    for layer, ((X, _), (X2, _)) in enumerate(zip(base[1:], states(model, seq_changed)[1:])):
+        assert (not torch.allclose(X, X2, atol=1e-6)) == seq_to_x, f"layer {layer + 1}"
+    for layer, ((_, S), (_, S2)) in enumerate(zip(base[1:], states(model, x_changed)[1:])):
+        assert (not torch.allclose(S, S2, atol=1e-6)) == x_to_seq, f"layer {layer + 1}"
+
+
+def test_sole_has_no_sequence_arch_and_reads_the_sequence_early():
+    fmap = feature_map()
+    model = build(fmap, interleave_mode="sole")
+    assert not any(isinstance(m, SequenceArch) for m in model.modules())
+    data, seq_changed = perturbed_pair(fmap, "sequence")
+    assert not torch.allclose(predict(model, data), predict(model, seq_changed))
+
+
+def test_the_two_arches_of_a_layer_read_only_that_layers_inputs():
+    fmap = feature_map()
+    model = build(fmap, num_layers=2)
+    model.eval()
+    X, S, mask = model.feature_arch(model.get_inputs(batch(fmap, size=4)))
+    S, mask = model.prepend_cls(X, S, mask)
+    layer = model.layers[1]
+    with torch.no_grad():
+        X1, S1 = layer(X, S, mask)
+        X_sum, S_sum = layer.cross_arch(X, S, mask)
+        assert torch.allclose(X1, layer.interaction_arch(X, S_sum))
+        assert torch.allclose(S1, layer.sequence_arch(X_sum, S, mask))
+
+
+# ---------------------------------------------------------------- ablations and switches
+def n_params(model):
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("switch", [
+    dict(num_pma_tokens=0), dict(num_recent_tokens=0), dict(use_gating=False),
+    dict(use_pffn=False), dict(use_mha=False)])
+def test_ablations_remove_what_they_name_and_still_train(switch):
+    fmap = feature_map()
+    full, ablated = build(fmap), build(fmap, **switch)
+    assert n_params(ablated) < n_params(full)
+    data = batch(fmap, size=64)
+    losses = train_steps(ablated, data, steps=30)
+    assert losses[-1] < losses[0]
+
+
+def test_ablations_remove_the_modules():
+    assert build(num_pma_tokens=0).layers[0].cross_arch.pma.num_seeds == 0
+    assert build(use_pffn=False).layers[0].sequence_arch.pffn is None
+    assert build(use_mha=False).layers[0].sequence_arch.mha is None
+    assert n_params(build(use_gating=False).layers[0].cross_arch.x_gating) == 0
+
+
+def test_bad_switch_values_are_rejected_with_the_key_name():
+    with pytest.raises(ValueError, match="interleave_mode"):
+        build(interleave_mode="both")
+    with pytest.raises(ValueError, match="early_aggregation"):
+        build(interleave_mode="sole", early_aggregation="max")
+    with pytest.raises(ValueError, match="DOTS"):
+        build(interaction_arch="DOTS")
+
+
+@pytest.mark.parametrize("interaction, mode", list(itertools.product(INTERACTIONS, INTERLEAVE_MODES)))
+def test_every_interaction_and_mode_trains_on_dense_features_and_several_sequences(interaction, mode):
+    fmap = feature_map(dense=1, sparse=("userid", "adgroup_id", "cate_id", "brand", "btag"),
+                       sequences=(("cate_his", "cate_id"), ("brand_his", "brand"), ("btag_his", "btag")))
+    model = build(fmap, interaction_arch=interaction, interleave_mode=mode, dhen_layers=2)
+    assert model.feature_arch.num_tokens == 6  # one dense token + five sparse tokens
+    losses = train_steps(model, batch(fmap, size=32), steps=2)
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+# ---------------------------------------------------------------- learning and determinism
+def train_steps(model, data, steps):
+    model.train()
+    losses = []
+    for _ in range(steps):
+        losses.append(float(model.train_step(data)))
+    return losses
+
+
+def test_training_drives_the_loss_near_zero_on_a_fixed_batch():
+    fmap = feature_map(vocab=200)
+    model = build(fmap, learning_rate=3e-3)
+    model._max_gradient_norm = 10.0
+    data = batch(fmap, size=64, seed=3)
+    losses = train_steps(model, data, steps=300)
+    assert losses[-1] < 0.05 < losses[0]
+
+
+def test_same_seed_same_predictions():
+    fmap = feature_map()
+    data = batch(fmap, size=32)
+    preds = []
+    for _ in range(2):
+        model = build(fmap, seed=7, net_dropout=0.1)
+        model._max_gradient_norm = 10.0
+        train_steps(model, data, steps=5)
+        preds.append(predict(model, data))
+    assert torch.equal(preds[0], preds[1])
+
+
+def test_attention_maps_are_per_layer_and_respect_the_mask():
+    fmap = feature_map()
+    model = build(fmap, num_layers=3)
+    data = batch(fmap, size=4, lengths=[0, 3, 7, 10])
+    maps = model.attention_maps(data)
+    assert len(maps) == 3
+    n_cls = 4
+    for w in maps:
+        assert w.shape == (4, 2, n_cls + 10, n_cls + 10)
+        assert torch.allclose(w.sum(-1), torch.ones(4, 2, n_cls + 10))
+        assert w[1, :, :, n_cls + 3:].abs().max() == 0  # post-padded keys get no weight

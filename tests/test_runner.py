@@ -1,0 +1,130 @@
+"""run_expid.py end to end and its user-facing errors, as subprocesses in a temp project."""
+import os
+import re
+import subprocess
+import sys
+
+import yaml
+
+from conftest import REPO, run_expid
+
+METRIC_LINE = re.compile(r"\[Metrics\] gAUC: ([\d.]+) - AUC: ([\d.]+) - logloss: ([\d.]+) - NE: ([\d.]+)")
+
+
+def edit_yaml(path, section, **changes):
+    data = yaml.safe_load(open(path))
+    data[section].update(changes)
+    yaml.safe_dump(data, open(path, "w"), sort_keys=False)
+
+
+def assert_user_error(result, *fragments, after_log=False):
+    """Exit 2 and one ``error:`` line; nothing else on stderr unless the run had started logging."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    if not after_log:
+        assert len(lines) == 1, result.stderr
+    line = lines[-1]
+    assert line.startswith("error: ") and "\n" not in line
+    for fragment in fragments:
+        assert fragment in line, line
+    return line
+
+
+def no_partial_build(project):
+    processed = project / "data" / "processed"
+    return not processed.exists() or os.listdir(processed) == []
+
+
+def test_tiny_amazon_end_to_end(project):
+    # a half-written directory left by an interrupted build must be rebuilt, not trusted
+    stale = project / "data" / "processed" / "tiny_amazon"
+    stale.mkdir(parents=True)
+    (stale / "feature_map.json").write_text("{}")
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    metrics = METRIC_LINE.findall(out)
+    assert len(metrics) == 2  # final validation and test evaluation
+    gauc, auc, logloss, ne = map(float, metrics[-1])
+    assert auc >= 0.65, out[-3000:]
+    assert 0 < ne < 1 and 0 < logloss < 0.693 and 0.5 < gauc <= 1
+    lines = open(project / "work" / "config.csv").read().splitlines()
+    assert len(lines) == 1
+    assert re.match(r" \d{8}-\d{6},\[command\] python .*run_expid.py .*--expid InterFormer_tiny.*,"
+                    r"\[exp_id\] InterFormer_tiny,\[dataset_id\] tiny_amazon,\[train\] N\.A\.,"
+                    r"\[val\] gAUC: [\d.]+ - AUC: [\d.]+ - logloss: [\d.]+ - NE: [\d.]+,"
+                    r"\[test\] gAUC: [\d.]+ - AUC: ([\d.]+) - logloss: [\d.]+ - NE: [\d.]+$", lines[0])
+    assert f"AUC: {auc:.6f}" in lines[0].split("[test]")[1]
+    # logs and checkpoint under <model_root>/<dataset_id>/, as FuxiCTR does
+    assert (project / "checkpoints" / "tiny_amazon" / "InterFormer_tiny.log").is_file()
+    assert (project / "checkpoints" / "tiny_amazon" / "InterFormer_tiny.model").is_file()
+    assert (project / "data" / "processed" / "tiny_amazon" / "feature_map.json").is_file()
+
+
+def test_unknown_expid_lists_the_available_ones(project):
+    result = run_expid(project / "config", "InterFormer_tiyn", project / "work")
+    line = assert_user_error(result, "unknown experiment id 'InterFormer_tiyn'", "InterFormer_tiny")
+    assert "available" in line
+
+
+def test_missing_data_file_names_key_and_path(project):
+    os.remove(project / "data" / "tiny_amazon" / "valid.csv")
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    assert_user_error(result, "valid_data", str(project / "data" / "tiny_amazon" / "valid.csv"))
+    assert no_partial_build(project)
+
+
+def test_missing_column_names_column_and_file_and_leaves_no_partial_build(project):
+    test_csv = project / "data" / "tiny_amazon" / "test.csv"
+    original = test_csv.read_text()
+    test_csv.write_text(original.replace("cate_history", "cat_history", 1))
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    assert_user_error(result, "'cate_history'", str(test_csv))
+    assert no_partial_build(project)
+
+
+def test_failed_build_is_rebuilt_by_the_next_run(project):
+    # A numeric column that does not parse fails inside FuxiCTR's build, after it started writing.
+    ds = project / "config" / "dataset_config.yaml"
+    data = yaml.safe_load(open(ds))
+    data["tiny_amazon"]["feature_cols"][4] = {"name": "cate_history", "active": True, "dtype": "float",
+                                              "type": "numeric"}
+    yaml.safe_dump(data, open(ds, "w"), sort_keys=False)
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    assert_user_error(result, "tiny_amazon", "building H5 from CSV failed", after_log=True)
+    assert no_partial_build(project)
+
+
+def test_unknown_model_lists_the_registered_ones(project):
+    edit_yaml(project / "config" / "model_config.yaml", "InterFormer_tiny", model="InterFormr")
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    assert_user_error(result, "unknown model 'InterFormr'", "did you mean 'InterFormer'", "InterFormer")
+
+
+def test_unknown_key_names_it_and_the_closest_valid_one(project):
+    edit_yaml(project / "config" / "model_config.yaml", "InterFormer_tiny", num_layer=4)
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    assert_user_error(result, "unknown key 'num_layer'", "did you mean 'num_layers'")
+    assert no_partial_build(project)
+
+
+def test_unknown_metric_in_monitor(project):
+    edit_yaml(project / "config" / "model_config.yaml", "InterFormer_tiny", monitor="gauc")
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    assert_user_error(result, "unknown metric 'gauc'", "did you mean 'gAUC'")
+
+
+def test_template_expid_explains_dataset_id(project):
+    result = run_expid(project / "config", "InterFormer_default", project / "work")
+    assert_user_error(result, "InterFormer_default", "template", "tiny_amazon")
+
+
+def test_package_imports_from_another_working_directory(tmp_path):
+    code = ("import interformer_fuxi, os; from interformer_fuxi import InterFormer; "
+            "print(os.path.dirname(os.path.dirname(interformer_fuxi.__file__))); print(InterFormer.__name__)")
+    env = dict(os.environ, PYTHONPATH="")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    root, name = out.stdout.split()
+    assert os.path.realpath(root) == os.path.realpath(REPO) and name == "InterFormer"
