@@ -65,8 +65,10 @@ def list_expids(config_dir):
 
 
 def suggest(word, candidates):
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    """``"; did you mean 'x'?"`` for the closest candidate (case-insensitive), else ``""``."""
+    by_lower = {str(c).lower(): c for c in candidates}
+    match = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean {by_lower[match[0]]!r}?" if match else ""
 
 
 def load_expid(config_dir, expid):

@@ -67,7 +67,10 @@ def run(args, command):
     feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
     logging.info("Feature specs: " + print_to_json(feature_map.features))
 
-    model = model_class(feature_map, **{k: v for k, v in params.items() if not k.startswith("_")})
+    try:
+        model = model_class(feature_map, **{k: v for k, v in params.items() if not k.startswith("_")})
+    except ValueError as exc:  # a setting the model rejects, e.g. interleave_mode: both
+        raise UserError(f"{params['model_id']}: {exc}") from None
     model.count_parameters()
     train_gen, valid_gen = H5DataLoader(feature_map, stage="train", **params).make_iterator()
     model.fit(train_gen, validation_data=valid_gen, **params)

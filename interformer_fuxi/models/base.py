@@ -25,6 +25,7 @@ class CTRModel(BaseModel):
         kwargs.setdefault("metrics", ["AUC", "logloss"])
         super().__init__(feature_map, **kwargs)
         self.train_ctr = train_ctr
+        self._max_gradient_norm = 10.0  # fit() overrides it; set here so train_step works alone
 
     def fit(self, data_generator, epochs=1, validation_data=None, max_gradient_norm=10., **kwargs):
         os.makedirs(self.model_dir, exist_ok=True)
