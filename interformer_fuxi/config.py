@@ -100,6 +100,17 @@ def load_expid(config_dir, expid):
     return params
 
 
+def load_model_config_section(config_dir, expid):
+    """``Base`` + ``expid`` of model_config only (no dataset needed, e.g. for templates)."""
+    models = read_sections(config_dir, "model_config")
+    if expid not in models:
+        raise UserError(f"--expid: unknown experiment id {expid!r}{suggest(expid, models)}")
+    params = dict(models.get("Base") or {})
+    params.update(models[expid] or {})
+    params["model_id"] = expid
+    return params
+
+
 def resolve_paths(params, base_dir):
     for key in PATH_KEYS:
         value = params.get(key)

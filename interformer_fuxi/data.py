@@ -105,7 +105,11 @@ def _build_atomically(params, data_dir):
         build_dataset(processor, **build_params)
         build_dir = processor.data_dir
         _retarget_pickle(processor, build_dir, data_dir)
-        os.rename(build_dir, data_dir)
+        try:
+            os.rename(build_dir, data_dir)
+        except OSError:
+            if not is_built(params):  # else a concurrent run finished the same build first
+                raise
     except KeyError as exc:
         raise UserError(f"{params['dataset_id']}: a feature column lacks the key {exc} "
                         "(each needs name, dtype and type)") from None

@@ -35,29 +35,35 @@ def result_line(command, params, valid_result, test_result):
             f"[dataset_id] {params['dataset_id']},[train] N.A.,[val] {fmt(valid_result)},[test] {fmt(test_result)}\n")
 
 
-def run(args, command):
+def prepare(config_dir, expid, gpu=-1, overrides=None, log=True):
+    """Load and check an expid, build its H5 data once, load its feature map.
+
+    Returns ``(params, feature_map, model_class)``; with ``log`` the run's log file starts.
+    """
     from fuxictr.features import FeatureMap
-    from fuxictr.pytorch.dataloaders import H5DataLoader
     from fuxictr.pytorch.torch_utils import seed_everything
     from fuxictr.utils import print_to_json, set_logger
 
     from .config import check_keys, load_expid
-    from .data import build_h5, check_data_files, check_csv_columns, is_built
+    from .data import build_h5, check_csv_columns, check_data_files, is_built
     from .registry import get_model
 
-    params = load_expid(args.config, args.expid)
+    params = load_expid(config_dir, expid)
+    params.update(overrides or {})
+    params["_model_keys"] = sorted(set(params["_model_keys"]) | set(overrides or {}))
     model_class = get_model(params.get("model"))
     check_keys(params, model_class)
     csv_input = params.get("data_format", "csv") == "csv"
     if csv_input and not is_built(params):
         check_data_files(params)  # fail fast, before the log starts and the build runs
         check_csv_columns(params)
-    params["gpu"] = args.gpu
+    params["gpu"] = gpu
     params.setdefault("verbose", 1)
-    set_logger(params)
-    logging.info("Params: " + print_to_json({k: v for k, v in params.items() if not k.startswith("_")}))
-    if args.gpu >= 0 and not torch.cuda.is_available():
-        logging.warning("--gpu %d requested but CUDA is not available: running on CPU", args.gpu)
+    if log:
+        set_logger(params)
+        logging.info("Params: " + print_to_json({k: v for k, v in params.items() if not k.startswith("_")}))
+    if gpu >= 0 and not torch.cuda.is_available():
+        logging.warning("--gpu %d requested but CUDA is not available: running on CPU", gpu)
     seed_everything(seed=params.get("seed", 2019))
 
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
@@ -66,11 +72,25 @@ def run(args, command):
     feature_map = FeatureMap(params["dataset_id"], data_dir)
     feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
     logging.info("Feature specs: " + print_to_json(feature_map.features))
+    return params, feature_map, model_class
 
+
+def build_model(params, feature_map, model_class):
     try:
-        model = model_class(feature_map, **{k: v for k, v in params.items() if not k.startswith("_")})
+        return model_class(feature_map, **{k: v for k, v in params.items() if not k.startswith("_")})
     except ValueError as exc:  # a setting the model rejects, e.g. interleave_mode: both
         raise UserError(f"{params['model_id']}: {exc}") from None
+
+
+def run_expid(config_dir, expid, gpu=-1, overrides=None):
+    """Train and evaluate ``expid``; ``overrides`` replace config values (checked like them).
+
+    Returns ``(params, model, valid_result, test_result)``.
+    """
+    from fuxictr.pytorch.dataloaders import H5DataLoader
+
+    params, feature_map, model_class = prepare(config_dir, expid, gpu, overrides)
+    model = build_model(params, feature_map, model_class)
     model.count_parameters()
     train_gen, valid_gen = H5DataLoader(feature_map, stage="train", **params).make_iterator()
     model.fit(train_gen, validation_data=valid_gen, **params)
@@ -84,7 +104,22 @@ def run(args, command):
         logging.info("******** Test evaluation ********")
         test_gen = H5DataLoader(feature_map, stage="test", **params).make_iterator()
         test_result = model.evaluate(test_gen)
+    return params, model, valid_result, test_result
 
+
+def load_trained(config_dir, expid, gpu=-1, overrides=None):
+    """The model of a finished run of ``expid``, with its best checkpoint loaded."""
+    params, feature_map, model_class = prepare(config_dir, expid, gpu, overrides, log=False)
+    model = build_model(params, feature_map, model_class)
+    if not os.path.isfile(model.checkpoint):
+        raise UserError(f"{expid}: no checkpoint at {model.checkpoint}; train it first "
+                        f"(python run_expid.py --expid {expid})")
+    model.load_weights(model.checkpoint)
+    return params, feature_map, model
+
+
+def run(args, command):
+    params, _, valid_result, test_result = run_expid(args.config, args.expid, args.gpu)
     result_file = os.path.basename(os.path.normpath(args.config)) + ".csv"
     with open(result_file, "a+") as f:
         f.write(result_line(command, params, valid_result, test_result))

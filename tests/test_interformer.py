@@ -216,3 +216,26 @@ def test_attention_maps_are_per_layer_and_respect_the_mask():
         assert w.shape == (4, 2, n_cls + 10, n_cls + 10)
         assert torch.allclose(w.sum(-1), torch.ones(4, 2, n_cls + 10))
         assert w[1, :, :, n_cls + 3:].abs().max() == 0  # post-padded keys get no weight
+
+
+def test_frozen_pretrained_embeddings_enter_as_projected_tokens(tmp_path):
+    import h5py
+    import numpy as np
+    fmap = feature_map(sparse=("item_id", "item_emb"),
+                       sequences=(("pos_items", "item_id"), ("pos_items_emb", "item_emb")))
+    fmap.data_dir = str(tmp_path)
+    for name in ("item_emb", "pos_items_emb"):
+        fmap.features[name].update(embedding_dim=8)
+    fmap.features["item_emb"].update(pretrained_emb="pretrained_emb.h5", freeze_emb=True)
+    table = np.random.default_rng(0).normal(size=(50, 8)).astype("float32")
+    with h5py.File(tmp_path / "pretrained_emb.h5", "w") as f:
+        f.create_dataset("item_emb", data=table)
+    model = build(fmap)
+    emb = model.feature_arch.embedding_layer.embedding_layers
+    assert emb["pos_items_emb"] is emb["item_emb"] and not emb["item_emb"].weight.requires_grad
+    assert np.allclose(emb["item_emb"].weight[1:].numpy(), table[1:])
+    assert set(model.feature_arch.projections) == {"item_emb", "pos_items_emb"}  # 8 -> 16
+    data = batch(fmap, size=32)
+    losses = train_steps(model, data, steps=20)
+    assert losses[-1] < losses[0]
+    assert np.allclose(emb["item_emb"].weight[1:].detach().numpy(), table[1:])  # still frozen

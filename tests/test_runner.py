@@ -61,6 +61,14 @@ def test_tiny_amazon_end_to_end(project):
     assert (project / "checkpoints" / "tiny_amazon" / "InterFormer_tiny.model").is_file()
     assert (project / "data" / "processed" / "tiny_amazon" / "feature_map.json").is_file()
 
+    # the trained checkpoint renders its attention maps (Figure 4) to a PNG
+    png = project / "work" / "maps.png"
+    maps = subprocess.run([sys.executable, "-m", "interformer_fuxi.attention_maps", "--config",
+                           str(project / "config"), "--expid", "InterFormer_tiny", "--sample", "3",
+                           "--out", str(png)], cwd=project / "work", capture_output=True, text=True)
+    assert maps.returncode == 0, maps.stderr[-3000:]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
 
 def test_unknown_expid_lists_the_available_ones(project):
     result = run_expid(project / "config", "InterFormer_tiyn", project / "work")

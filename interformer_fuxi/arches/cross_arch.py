@@ -37,7 +37,7 @@ class CrossArch(nn.Module):
     """
 
     def __init__(self, num_tokens, embedding_dim, num_cls_tokens=4, num_pma_tokens=2,
-                 num_recent_tokens=2, num_heads=2, use_gating=True, gating_form="paper",
+                 num_recent_tokens=2, num_heads=2, use_gating=True, gating_form="highway",
                  gating_activation="sigmoid", attention_dropout=0.0):
         super().__init__()
         self.num_cls_tokens = num_cls_tokens

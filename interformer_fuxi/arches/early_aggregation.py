@@ -1,5 +1,4 @@
 """Early aggregation of the sequence for the ``sole`` mode (Figure 3): mean, MLP or MHA."""
-import torch
 from torch import nn
 
 from ..layers import RotaryMultiheadAttention, activation, recent_tokens, valid_positions

@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 
-import numpy as np
 import torch
 from fuxictr.pytorch.models import BaseModel
 from tqdm import tqdm

@@ -59,7 +59,7 @@ class InterFormer(CTRModel):
                  num_layers=3, interaction_arch="DHEN", dhen_layers=1, low_rank=32,
                  interleave_mode="int", early_aggregation="mean", num_cls_tokens=4,
                  num_pma_tokens=2, num_recent_tokens=2, num_heads=2, use_gating=True,
-                 gating_form="paper", gating_activation="sigmoid", use_pffn=True, pffn_form="linear",
+                 gating_form="highway", gating_activation="sigmoid", use_pffn=True, pffn_form="linear",
                  use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
                  token_norm=True, embedding_regularizer=None, net_regularizer=None, **kwargs):

@@ -1,0 +1,70 @@
+"""Parameter count and forward+backward time of an InterFormer expid at AmazonElectronics_x1 scale.
+
+    python benchmarks/model_size_and_speed.py [--expid InterFormer_default] [--batch 1024] [--T 100]
+
+The feature map mimics BARS's AmazonElectronics_x1 without its data: item_id and cate_id
+with the dataset's vocabularies (63,001 items and 801 categories, plus FuxiCTR's padding and
+OOV rows), and item/cate histories of length T sharing those tables. Timing: one training
+step (forward, BCE loss, backward, Adam step) on random ids, median of ``--steps`` after
+warm-up, with the machine's default torch threads.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from interformer_fuxi.config import load_model_config_section  # noqa: E402
+from interformer_fuxi.registry import get_model  # noqa: E402
+from synthetic import batch, feature_map  # noqa: E402
+
+AMAZON_VOCAB = {"item_id": 63001 + 2, "cate_id": 801 + 2}
+
+
+def amazon_feature_map(T):
+    fmap = feature_map(sparse=("item_id", "cate_id"),
+                       sequences=(("item_history", "item_id"), ("cate_history", "cate_id")), max_len=T)
+    for name, size in AMAZON_VOCAB.items():
+        fmap.features[name]["vocab_size"] = size
+    for name in ("item_history", "cate_history"):
+        fmap.features[name]["vocab_size"] = fmap.features[fmap.features[name]["share_embedding"]]["vocab_size"]
+    return fmap
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=os.path.join(REPO, "config"))
+    parser.add_argument("--expid", default="InterFormer_default")
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--T", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args()
+    params = load_model_config_section(args.config, args.expid)
+    params.update(verbose=0, model_root="unused", gpu=-1)
+    torch.manual_seed(0)
+    fmap = amazon_feature_map(args.T)
+    model = get_model(params["model"])(fmap, **params)
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    emb = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "embedding_layer" in n)
+    print(f"{args.expid}: {total:,} parameters ({emb:,} in embeddings, {total - emb:,} in the network)")
+    data = batch(fmap, size=args.batch, lengths=torch.full((args.batch,), args.T))
+    model.train()
+    times = []
+    for step in range(args.steps + 2):
+        start = time.perf_counter()
+        model.train_step(data)
+        if step >= 2:
+            times.append(time.perf_counter() - start)
+    ms = statistics.median(times) * 1000
+    print(f"train step at batch {args.batch}, T={args.T}: {ms:.0f} ms median over {args.steps} "
+          f"({args.batch / ms * 1000:,.0f} samples/s, {torch.get_num_threads()} threads)")
+
+
+if __name__ == "__main__":
+    main()
