@@ -128,7 +128,7 @@ def test_the_two_arches_of_a_layer_read_only_that_layers_inputs():
     S, mask = model.prepend_cls(X, S, mask)
     layer = model.layers[1]
     with torch.no_grad():
-        X1, S1 = layer(X, S, mask)
+        X1, S1, _ = layer(X, S, mask)
         X_sum, S_sum = layer.cross_arch(X, S, mask)
         assert torch.allclose(X1, layer.interaction_arch(X, S_sum))
         assert torch.allclose(S1, layer.sequence_arch(X_sum, S, mask))

@@ -29,7 +29,8 @@ INTERLEAVE_MODES = ("int", "n2s", "s2n", "sep", "sole")
 class InterFormerLayer(nn.Module):
     """One layer: Cross Arch, then the Interaction and Sequence Arches on layer-l inputs.
 
-    Shapes: X ``[B, n, d]``, S ``[B, n_sum + T, d]``, mask ``[B, n_sum + T]`` -> same shapes.
+    Shapes: X ``[B, n, d]``, S ``[B, n_sum + T, d]``, mask ``[B, n_sum + T]`` -> the same
+    shapes, plus the MHA weights ``[B, H, N, N]`` when ``need_weights`` (else None).
     """
 
     def __init__(self, num_tokens, embedding_dim, mode, cross_kwargs, interaction_kwargs, sequence_kwargs):
@@ -46,8 +47,11 @@ class InterFormerLayer(nn.Module):
     def forward(self, X, S, mask, need_weights=False):
         X_sum, S_sum = self.cross_arch(X, S, mask)
         X_next = self.interaction_arch(X, S_sum if self.mode in ("int", "s2n") else None)
-        S_next = self.sequence_arch(X_sum, S, mask, need_weights=need_weights)
-        return X_next, S_next
+        if need_weights:
+            S_next, weights = self.sequence_arch(X_sum, S, mask, need_weights=True)
+        else:
+            S_next, weights = self.sequence_arch(X_sum, S, mask), None
+        return X_next, S_next, weights
 
 
 @register
@@ -99,7 +103,8 @@ class InterFormer(CTRModel):
                 InterFormerLayer(n, d, self.mode, cross_kwargs, interaction_kwargs, sequence_kwargs)
                 for _ in range(num_layers))
             # learnable CLS tokens where no X_sum flows into the sequence (s2n, sep)
-            self.cls_tokens = None if self.mode in ("int", "n2s") else nn.Parameter(torch.randn(num_cls_tokens, d) * 0.02)
+            self.cls_tokens = (None if self.mode in ("int", "n2s")
+                               else nn.Parameter(torch.randn(num_cls_tokens, d) * 0.02))
             self.cross_arch = CrossArch(n, d, **cross_kwargs)
             head_tokens = num_cls_tokens + self.cross_arch.num_summary_tokens
         self.head = MLP_Block(head_tokens * d, head_hidden_units, hidden_activations,
@@ -112,9 +117,10 @@ class InterFormer(CTRModel):
         summary = X_sum if S_sum is None else torch.cat([X_sum, S_sum], dim=1)
         return {"y_pred": self.output_activation(self.head(summary.flatten(1)))}
 
-    def encode(self, X_dict, need_weights=False, return_states=False):
-        """Final summaries ``X_sum [B, n_sum, d]``, ``S_sum [B, m, d]`` (None in ``sole``) and extras:
-        per-layer attention weights ``[B, H, N, N]`` and/or per-layer states ``(X, S)``."""
+    def encode(self, X_dict, need_weights=False):
+        """Final summaries ``X_sum [B, n_sum, d]``, ``S_sum [B, m, d]`` (None in ``sole``) and
+        ``{"states": [(X, S) per layer, inputs first], "attention": [[B, H, N, N] per layer]}``
+        (attention only with ``need_weights``)."""
         X, S, mask = self.feature_arch(X_dict)
         states, weights = [(X, S)], []
         if self.mode == "sole":
@@ -125,11 +131,10 @@ class InterFormer(CTRModel):
             return self.cross_arch.summarize_nonsequence(X), None, {"states": states, "attention": weights}
         S, mask = self.prepend_cls(X, S, mask)
         for layer in self.layers:
-            X, S = layer(X, S, mask, need_weights=need_weights)
-            if need_weights:
-                S, w = S
-                weights.append(w)
+            X, S, w = layer(X, S, mask, need_weights=need_weights)
             states.append((X, S))
+            if need_weights:
+                weights.append(w)
         X_sum, S_sum = self.cross_arch(X, S, mask)
         return X_sum, S_sum, {"states": states, "attention": weights}
 
