@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import torch
 import yaml
 
 from conftest import REPO, run_expid
@@ -41,9 +42,12 @@ def test_tiny_amazon_end_to_end(project):
     stale = project / "data" / "processed" / "tiny_amazon"
     stale.mkdir(parents=True)
     (stale / "feature_map.json").write_text("{}")
-    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    # --gpu 0 on a machine without CUDA runs on the CPU and says so
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work", "--gpu", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout + result.stderr
+    if not torch.cuda.is_available():
+        assert "--gpu 0 requested but CUDA is not available: running on CPU" in out
     metrics = METRIC_LINE.findall(out)
     assert len(metrics) == 2  # final validation and test evaluation
     gauc, auc, logloss, ne = map(float, metrics[-1])
@@ -115,6 +119,13 @@ def test_unknown_key_names_it_and_the_closest_valid_one(project):
     result = run_expid(project / "config", "InterFormer_tiny", project / "work")
     assert_user_error(result, "unknown key 'num_layer'", "did you mean 'num_layers'")
     assert no_partial_build(project)
+
+
+def test_unknown_dataset_key_names_it(project):
+    edit_yaml(project / "config" / "dataset_config.yaml", "tiny_amazon", min_categ_count=2)
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    assert_user_error(result, "tiny_amazon: unknown key 'min_categ_count' in dataset_config",
+                      "did you mean 'min_categr_count'")
 
 
 def test_unknown_metric_in_monitor(project):
