@@ -3,7 +3,7 @@
     python -m interformer_fuxi.attention_maps --expid InterFormer_tiny [--config DIR] [--sample 0] [--out FILE]
 
 It loads the best checkpoint of a finished run, takes one test sample (``--sample``, its
-index in the test split), and draws one heat map per layer: attention weights averaged over
+index in the test split; by default the first-batch sample with the longest history), and draws one heat map per layer: attention weights averaged over
 heads, over ``[CLS ‖ valid history]`` (padding dropped; history positions oldest to newest).
 The PNG goes to ``<model_root>/<dataset_id>/<expid>_attention.png`` unless ``--out`` is given.
 """
@@ -58,7 +58,8 @@ def main(argv=None):
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument("--expid", required=True)
     parser.add_argument("--gpu", type=int, default=-1)
-    parser.add_argument("--sample", type=int, default=0, help="index of the test sample")
+    parser.add_argument("--sample", type=int, help="index of the test sample (default: the "
+                        "first batch's sample with the longest history)")
     parser.add_argument("--out", help="PNG path")
     args = parser.parse_args(argv)
     try:
@@ -68,10 +69,14 @@ def main(argv=None):
         split = params.get("test_data") or params["valid_data"]
         loader = H5DataLoader(feature_map, stage="test", test_data=split, batch_size=params["batch_size"],
                               shuffle=False).make_iterator()
-        batch_size = params["batch_size"]
-        batch = next(b for i, b in enumerate(loader) if i == args.sample // batch_size)
         if model.mode == "sole":
             raise UserError(f"{args.expid}: interleave_mode sole has no Sequence Arch, hence no attention")
+        batch_size = params["batch_size"]
+        if args.sample is None:
+            batch = next(iter(loader))
+            _, _, mask = model.feature_arch(model.get_inputs(batch))
+            args.sample = int(mask.sum(1).argmax())
+        batch = next(b for i, b in enumerate(loader) if i == args.sample // batch_size)
         maps, labels = sample_maps(model, batch, args.sample % batch_size)
         out = args.out or os.path.join(os.path.dirname(model.checkpoint), f"{args.expid}_attention.png")
         render(maps, labels, out, f"{args.expid}: test sample {args.sample}, mean over heads")
