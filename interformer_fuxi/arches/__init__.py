@@ -3,6 +3,8 @@ from .cross_arch import CrossArch
 from .early_aggregation import EarlyAggregation
 from .feature_arch import FeatureArch
 from .interaction_arch import InteractionArch
+from .pooled_feature_arch import PooledFeatureArch
 from .sequence_arch import SequenceArch
 
-__all__ = ["CrossArch", "EarlyAggregation", "FeatureArch", "InteractionArch", "SequenceArch"]
+__all__ = ["CrossArch", "EarlyAggregation", "FeatureArch", "InteractionArch", "PooledFeatureArch",
+           "SequenceArch"]

@@ -33,12 +33,16 @@ class DotInteraction(nn.Module):
         self.register_buffer("triu_rows", rows, persistent=False)
         self.register_buffer("triu_cols", cols, persistent=False)
         self.num_pairs = num_inputs * (num_inputs - 1) // 2
-        self.linear = nn.Linear(self.num_pairs, num_outputs * embedding_dim)
+        # num_outputs=0: only ``pairwise`` is used (DLRM's top MLP reads the raw products)
+        self.linear = nn.Linear(self.num_pairs, num_outputs * embedding_dim) if num_outputs > 0 else None
+
+    def pairwise(self, Z: torch.Tensor) -> torch.Tensor:
+        """Inner products of all token pairs ``i < j``: ``[B, n_in, d] -> [B, n_in(n_in-1)/2]``."""
+        gram = torch.bmm(Z, Z.transpose(1, 2))  # [B, n_in, n_in]
+        return gram[:, self.triu_rows, self.triu_cols]
 
     def forward(self, Z: torch.Tensor) -> torch.Tensor:
-        gram = torch.bmm(Z, Z.transpose(1, 2))  # [B, n_in, n_in]
-        pairs = gram[:, self.triu_rows, self.triu_cols]  # [B, n_in(n_in-1)/2]
-        return self.linear(pairs).view(-1, self.num_outputs, self.embedding_dim)
+        return self.linear(self.pairwise(Z)).view(-1, self.num_outputs, self.embedding_dim)
 
     def extra_repr(self) -> str:
         return (f"num_inputs={self.num_inputs}, embedding_dim={self.embedding_dim}, "

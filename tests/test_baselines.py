@@ -1,0 +1,71 @@
+"""The paper's baselines built here (DOT, DHEN): learning, masking, inputs, determinism."""
+import pytest
+import torch
+
+from interformer_fuxi.models import DHEN, DOT
+from interformer_fuxi.runner import run_expid
+
+from synthetic import MODEL_DEFAULTS, batch, feature_map, repad
+
+BASELINES = [DOT, DHEN]
+
+
+def build(model_class, fmap, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return model_class(fmap, **dict(MODEL_DEFAULTS, **kwargs))
+
+
+def predict(model, data):
+    model.eval()
+    with torch.no_grad():
+        return model(data)["y_pred"].squeeze(1)
+
+
+@pytest.mark.parametrize("expid", ["DOT_tiny", "DHEN_tiny"])
+def test_trains_on_tiny_amazon_through_the_runner(project, expid):
+    _, _, _, test = run_expid(project / "config", expid, overrides={"verbose": 0})
+    assert test["AUC"] > 0.65 and test["gAUC"] > 0.6 and test["NE"] < 1.0
+
+
+@pytest.mark.parametrize("model_class", BASELINES)
+def test_padding_side_and_padding_contents_change_nothing(model_class):
+    fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
+    model = build(model_class, fmap)
+    post = batch(fmap, size=16, lengths=torch.arange(16) % 11)
+    assert torch.allclose(predict(model, repad(fmap, post, "pre")), predict(model, post), atol=1e-6)
+    before = predict(model, post)
+    with torch.no_grad():
+        model.feature_arch.embedding_layer.embedding_layers["item_id"].weight[0].fill_(4.0)
+    assert torch.allclose(predict(model, post), before, atol=1e-6)
+
+
+@pytest.mark.parametrize("model_class", BASELINES)
+def test_dense_features_several_sequences_and_empty_histories(model_class):
+    fmap = feature_map(dense=2, sparse=("userid", "adgroup_id", "cate_id", "brand"),
+                       sequences=(("cate_his", "cate_id"), ("brand_his", "brand")))
+    model = build(model_class, fmap)
+    assert model.feature_arch.num_tokens == 1 + 4 + 2
+    data = batch(fmap, size=32, lengths=torch.arange(32) % 3)  # includes empty histories
+    model.train()
+    losses = [model.train_step(data).item() for _ in range(20)]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("model_class", BASELINES)
+def test_same_seed_same_predictions(model_class):
+    fmap = feature_map()
+    data = batch(fmap, size=32)
+    preds = []
+    for _ in range(2):
+        model = build(model_class, fmap, seed=3)
+        model.train()
+        for _ in range(3):
+            model.train_step(data)
+        preds.append(predict(model, data))
+    assert torch.equal(preds[0], preds[1])
+
+
+def test_dhen_baseline_shares_interformers_dhen_layer():
+    from interformer_fuxi.layers import DHENLayer
+    model = build(DHEN, feature_map(), dhen_layers=3)
+    assert sum(isinstance(m, DHENLayer) for m in model.modules()) == 3
