@@ -1,13 +1,13 @@
-"""The paper's baselines built here (DOT, DHEN): learning, masking, inputs, determinism."""
+"""The paper's baselines built here (DOT, DCNv2, DHEN): learning, masking, inputs, determinism."""
 import pytest
 import torch
 
-from interformer_fuxi.models import DHEN, DOT
+from interformer_fuxi.models import DCNv2, DHEN, DOT
 from interformer_fuxi.runner import run_expid
 
 from synthetic import MODEL_DEFAULTS, batch, feature_map, repad
 
-BASELINES = [DOT, DHEN]
+BASELINES = [DOT, DCNv2, DHEN]
 
 
 def build(model_class, fmap, seed=0, **kwargs):
@@ -21,7 +21,7 @@ def predict(model, data):
         return model(data)["y_pred"].squeeze(1)
 
 
-@pytest.mark.parametrize("expid", ["DOT_tiny", "DHEN_tiny"])
+@pytest.mark.parametrize("expid", ["DOT_tiny", "DCNv2_tiny", "DHEN_tiny"])
 def test_trains_on_tiny_amazon_through_the_runner(project, expid):
     _, _, _, test = run_expid(project / "config", expid, overrides={"verbose": 0})
     assert test["AUC"] > 0.65 and test["gAUC"] > 0.6 and test["NE"] < 1.0
@@ -69,3 +69,17 @@ def test_dhen_baseline_shares_interformers_dhen_layer():
     from interformer_fuxi.layers import DHENLayer
     model = build(DHEN, feature_map(), dhen_layers=3)
     assert sum(isinstance(m, DHENLayer) for m in model.modules()) == 3
+
+
+@pytest.mark.parametrize("structure", ["parallel", "stacked", "crossnet_only"])
+@pytest.mark.parametrize("low_rank", [0, 8])
+def test_dcnv2_structures_and_ranks_train(structure, low_rank):
+    fmap = feature_map()
+    model = build(DCNv2, fmap, model_structure=structure, low_rank=low_rank,
+                  parallel_dnn_hidden_units=[32], stacked_dnn_hidden_units=[32])
+    data = batch(fmap, size=64)
+    model.train()
+    losses = [model.train_step(data).item() for _ in range(30)]
+    assert losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="model_structure"):
+        build(DCNv2, fmap, model_structure="both")

@@ -307,7 +307,7 @@ def test_dcn_matches_reference():
     x0 = Z.reshape(2, -1)
     x = x0
     for l in range(2):
-        x = x0 * (x @ dcn.V[l].weight.T @ dcn.U[l].weight.T + dcn.U[l].bias) + x
+        x = x0 * (x @ dcn.cross.V[l].weight.T @ dcn.cross.U[l].weight.T + dcn.cross.U[l].bias) + x
     assert torch.allclose(dcn(Z), dcn.linear(x).view(2, n_out, d), atol=1e-5)
     _check_grads(dcn, Z.requires_grad_())
 

@@ -1,6 +1,7 @@
 """Pure-PyTorch building blocks of InterFormer (arXiv 2411.09852); see docs in each module."""
 from .activation import activation
 from .attention import RotaryMultiheadAttention
+from .cross_net import CrossNetV2
 from .dcn_interaction import DCNv2Interaction
 from .dhen import DHEN, DHENLayer
 from .dot_interaction import DotInteraction
@@ -15,6 +16,7 @@ from .token_lce import LCE
 
 __all__ = [
     "activation",
+    "CrossNetV2",
     "DCNv2Interaction",
     "DHEN",
     "DHENLayer",

@@ -2,6 +2,8 @@
 import torch
 from torch import nn
 
+from .cross_net import CrossNetV2
+
 
 class DCNv2Interaction(nn.Module):
     r"""Low-rank cross network (Wang et al. 2021) over ``x0 = flatten(Z)``.
@@ -33,16 +35,11 @@ class DCNv2Interaction(nn.Module):
         self.num_inputs = num_inputs
         self.embedding_dim = embedding_dim
         self.num_outputs = num_outputs
-        self.V = nn.ModuleList(nn.Linear(D, low_rank, bias=False) for _ in range(num_cross_layers))
-        self.U = nn.ModuleList(nn.Linear(low_rank, D) for _ in range(num_cross_layers))
+        self.cross = CrossNetV2(D, num_cross_layers, low_rank)
         self.linear = nn.Linear(D, num_outputs * embedding_dim)
 
     def forward(self, Z: torch.Tensor) -> torch.Tensor:
-        x0 = Z.reshape(Z.shape[0], -1)
-        x = x0
-        for V, U in zip(self.V, self.U):
-            x = x0 * U(V(x)) + x
-        return self.linear(x).view(-1, self.num_outputs, self.embedding_dim)
+        return self.linear(self.cross(Z.reshape(Z.shape[0], -1))).view(-1, self.num_outputs, self.embedding_dim)
 
     def extra_repr(self) -> str:
         return (f"num_inputs={self.num_inputs}, embedding_dim={self.embedding_dim}, "
