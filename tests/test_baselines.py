@@ -1,13 +1,13 @@
-"""The paper's baselines built here (DOT, DCNv2, DHEN): learning, masking, inputs, determinism."""
+"""The paper's baselines built here (DOT, DCNv2, DHEN, WuKong): learning, masking, inputs, determinism."""
 import pytest
 import torch
 
-from interformer_fuxi.models import DCNv2, DHEN, DOT
+from interformer_fuxi.models import DCNv2, DHEN, DOT, WuKong
 from interformer_fuxi.runner import run_expid
 
 from synthetic import MODEL_DEFAULTS, batch, feature_map, repad
 
-BASELINES = [DOT, DCNv2, DHEN]
+BASELINES = [DOT, DCNv2, DHEN, WuKong]
 
 
 def build(model_class, fmap, seed=0, **kwargs):
@@ -21,7 +21,7 @@ def predict(model, data):
         return model(data)["y_pred"].squeeze(1)
 
 
-@pytest.mark.parametrize("expid", ["DOT_tiny", "DCNv2_tiny", "DHEN_tiny"])
+@pytest.mark.parametrize("expid", ["DOT_tiny", "DCNv2_tiny", "DHEN_tiny", "WuKong_tiny"])
 def test_trains_on_tiny_amazon_through_the_runner(project, expid):
     _, _, _, test = run_expid(project / "config", expid, overrides={"verbose": 0})
     assert test["AUC"] > 0.65 and test["gAUC"] > 0.6 and test["NE"] < 1.0
@@ -83,3 +83,14 @@ def test_dcnv2_structures_and_ranks_train(structure, low_rank):
     assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="model_structure"):
         build(DCNv2, fmap, model_structure="both")
+
+
+def test_wukong_fm_block_compares_tokens_with_learned_mixtures():
+    from interformer_fuxi.layers import WukongLayer
+    torch.manual_seed(0)
+    layer = WukongLayer(5, 8, num_fmb_tokens=4, num_lcb_tokens=3, fm_rank=3)
+    X = torch.randn(2, 5, 8)
+    W = layer.fm_projection.weight  # [n, k]
+    expected = torch.bmm(X, X.transpose(1, 2)) @ W  # optimised FM: (X Xᵀ) W, [B, n, k]
+    assert torch.allclose(torch.bmm(X, layer.fm_projection(X).transpose(1, 2)), expected, atol=1e-5)
+    assert layer(X).shape == (2, 7, 8)

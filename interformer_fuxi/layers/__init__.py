@@ -13,6 +13,7 @@ from .positions import recent_tokens, valid_positions
 from .rope import RotaryEmbedding, rotate_half
 from .sequence_merge import MaskNetMerge
 from .token_lce import LCE
+from .wukong import WukongLayer
 
 __all__ = [
     "activation",
@@ -29,6 +30,7 @@ __all__ = [
     "PMA",
     "RotaryEmbedding",
     "RotaryMultiheadAttention",
+    "WukongLayer",
     "build_interaction",
     "recent_tokens",
     "rotate_half",
