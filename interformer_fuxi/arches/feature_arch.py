@@ -8,6 +8,14 @@ from torch import nn
 from ..layers import MaskNetMerge
 
 
+def width_projections(embedding_layer, fields, embedding_dim):
+    """``Linear`` maps to ``d`` for the fields whose table has another width (e.g. frozen
+    pretrained embeddings), keyed by field."""
+    tables = embedding_layer.embedding_layers
+    return nn.ModuleDict({f: nn.Linear(tables[f].embedding_dim, embedding_dim, bias=False)
+                          for f in fields if tables[f].embedding_dim != embedding_dim})
+
+
 class FeatureArch(nn.Module):
     r"""Turns a FuxiCTR batch dict into ``X`` (non-sequence tokens), ``S`` and its mask.
 
@@ -62,10 +70,8 @@ class FeatureArch(nn.Module):
                 logging.info("InterFormer reads %s per position: ignoring its feature_encoder", field)
                 del self.embedding_layer.feature_encoders[field]
         self.dense_token = nn.Linear(len(self.dense_fields), embedding_dim) if self.dense_fields else None
-        self.projections = nn.ModuleDict({
-            f: nn.Linear(self.embedding_layer.embedding_layers[f].embedding_dim, embedding_dim, bias=False)
-            for f in self.sparse_fields + self.sequence_fields
-            if self.embedding_layer.embedding_layers[f].embedding_dim != embedding_dim})
+        self.projections = width_projections(self.embedding_layer, self.sparse_fields + self.sequence_fields,
+                                             embedding_dim)
         self.sequence_merge = MaskNetMerge(len(self.sequence_fields), embedding_dim, hidden_activations)
         self.x_norm = nn.LayerNorm(embedding_dim) if token_norm else nn.Identity()
         self.s_norm = nn.LayerNorm(embedding_dim) if token_norm else nn.Identity()

@@ -3,6 +3,8 @@ import torch
 from fuxictr.pytorch.layers import FeatureEmbeddingDict, MLP_Block
 from torch import nn
 
+from .feature_arch import width_projections
+
 
 class PooledFeatureArch(nn.Module):
     r"""FuxiCTR features -> ``[B, m, d]`` tokens, DLRM style.
@@ -45,10 +47,7 @@ class PooledFeatureArch(nn.Module):
                 del self.embedding_layer.feature_encoders[field]
         self.dense_token = (MLP_Block(len(self.dense_fields), list(bottom_hidden_units), hidden_activations,
                                       output_dim=embedding_dim) if self.dense_fields else None)
-        self.projections = nn.ModuleDict({
-            f: nn.Linear(self.embedding_layer.embedding_layers[f].embedding_dim, embedding_dim, bias=False)
-            for f in self.token_fields
-            if self.embedding_layer.embedding_layers[f].embedding_dim != embedding_dim})
+        self.projections = width_projections(self.embedding_layer, self.token_fields, embedding_dim)
         self.num_tokens = len(self.token_fields) + (1 if self.dense_fields else 0)
         if self.num_tokens == 0:
             raise ValueError("the dataset config has no feature to embed")
