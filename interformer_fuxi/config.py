@@ -24,7 +24,7 @@ RUNNER_KEYS = {
     "epochs", "shuffle", "seed", "model_root", "num_workers", "verbose", "early_stop_patience",
     "save_best_only", "eval_steps", "reduce_lr_on_plateau", "max_gradient_norm",
     "feature_specs", "use_features", "group_id", "gpu", "debug_mode", "pickle_feature_encoder",
-    "train_ctr",
+    "train_ctr", "model_zoo",
 }
 # Keys of a dataset section (FeatureProcessor, build_dataset, read_csv).
 DATASET_KEYS = {
@@ -32,7 +32,7 @@ DATASET_KEYS = {
     "label_col", "min_categr_count", "valid_size", "test_size", "split_type",
     "data_block_size", "num_buckets", "group_id", "sep", "nrows",
 }
-PATH_KEYS = ("data_root", "train_data", "valid_data", "test_data", "model_root")
+PATH_KEYS = ("data_root", "train_data", "valid_data", "test_data", "model_root", "model_zoo")
 
 
 def _yaml_files(config_dir, stem):
@@ -40,10 +40,19 @@ def _yaml_files(config_dir, stem):
     return files or sorted(glob.glob(os.path.join(config_dir, stem, "*.yaml")))
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """Safe YAML plus ``!!python/tuple``, which FuxiCTR's sequence models use for field groups
+    (``din_target_field: [!!python/tuple [item_id, cate_id]]``)."""
+
+
+ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple",
+                             lambda loader, node: tuple(loader.construct_sequence(node)))
+
+
 def _read_yaml(path):
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=ConfigLoader) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

@@ -26,7 +26,13 @@ def parse_args(argv=None):
                              "(default: the project's config/)")
     parser.add_argument("--expid", required=True, help="experiment id in model_config.yaml")
     parser.add_argument("--gpu", type=int, default=-1, help="GPU index, -1 for CPU")
-    return parser.parse_args(argv)
+    parser.add_argument("--model_zoo", default=None,
+                        help="a FuxiCTR 2.0.x checkout's model_zoo/ folder: run its models "
+                             "(<model_zoo>/<Model>/src) under these configs (overrides the config key)")
+    args = parser.parse_args(argv)
+    if args.model_zoo:
+        args.model_zoo = os.path.abspath(args.model_zoo)
+    return args
 
 
 def result_line(command, params, valid_result, test_result):
@@ -51,7 +57,7 @@ def prepare(config_dir, expid, gpu=-1, overrides=None, log=True):
     params = load_expid(config_dir, expid)
     params.update(overrides or {})
     params["_model_keys"] = sorted(set(params["_model_keys"]) | set(overrides or {}))
-    model_class = get_model(params.get("model"))
+    model_class = get_model(params.get("model"), params.get("model_zoo"))
     check_keys(params, model_class)
     csv_input = params.get("data_format", "csv") == "csv"
     if csv_input and not is_built(params):
@@ -119,7 +125,8 @@ def load_trained(config_dir, expid, gpu=-1, overrides=None):
 
 
 def run(args, command):
-    params, _, valid_result, test_result = run_expid(args.config, args.expid, args.gpu)
+    overrides = {"model_zoo": args.model_zoo} if getattr(args, "model_zoo", None) else None
+    params, _, valid_result, test_result = run_expid(args.config, args.expid, args.gpu, overrides)
     result_file = os.path.basename(os.path.normpath(args.config)) + ".csv"
     with open(result_file, "a+") as f:
         f.write(result_line(command, params, valid_result, test_result))

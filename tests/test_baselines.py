@@ -1,13 +1,14 @@
-"""The paper's baselines built here (DOT, DCNv2, DHEN, WuKong): learning, masking, inputs, determinism."""
+"""The paper's baselines built here (DOT, DCNv2, DHEN, WuKong, DIN, TransAct): learning, masking,
+inputs, determinism."""
 import pytest
 import torch
 
-from interformer_fuxi.models import DCNv2, DHEN, DOT, WuKong
+from interformer_fuxi.models import DCNv2, DHEN, DIN, DOT, TransAct, WuKong
 from interformer_fuxi.runner import run_expid
 
 from synthetic import MODEL_DEFAULTS, batch, feature_map, repad
 
-BASELINES = [DOT, DCNv2, DHEN, WuKong]
+BASELINES = [DOT, DCNv2, DHEN, WuKong, DIN, TransAct]
 
 
 def build(model_class, fmap, seed=0, **kwargs):
@@ -21,7 +22,8 @@ def predict(model, data):
         return model(data)["y_pred"].squeeze(1)
 
 
-@pytest.mark.parametrize("expid", ["DOT_tiny", "DCNv2_tiny", "DHEN_tiny", "WuKong_tiny"])
+@pytest.mark.parametrize("expid", ["DOT_tiny", "DCNv2_tiny", "DHEN_tiny", "WuKong_tiny",
+                                   "DIN_tiny", "TransAct_tiny"])
 def test_trains_on_tiny_amazon_through_the_runner(project, expid):
     _, _, _, test = run_expid(project / "config", expid, overrides={"verbose": 0})
     assert test["AUC"] > 0.65 and test["gAUC"] > 0.6 and test["NE"] < 1.0
@@ -94,3 +96,55 @@ def test_wukong_fm_block_compares_tokens_with_learned_mixtures():
     expected = torch.bmm(X, X.transpose(1, 2)) @ W  # optimised FM: (X Xᵀ) W, [B, n, k]
     assert torch.allclose(torch.bmm(X, layer.fm_projection(X).transpose(1, 2)), expected, atol=1e-5)
     assert layer(X).shape == (2, 7, 8)
+
+
+def test_din_summarises_a_group_from_its_valid_history_tokens_only():
+    # One group [item_id, cate_id] <- [item_history, cate_history], as BARS configures DIN.
+    fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
+    model = build(DIN, fmap, din_target_field=[["item_id", "cate_id"]],
+                  din_sequence_field=[["item_history", "cate_history"]])
+    assert [len(a.attention_layer.mlp[0].weight[0]) for a in model.attention] == [4 * 2 * 16]
+    data = batch(fmap, size=8, lengths=torch.full((8,), 6))
+    X = model.get_inputs(data)
+    summaries = model.target_attention(X)
+    assert set(summaries) == {"item_history", "cate_history"}
+    # The summary is a weighted sum of the valid history tokens only.
+    zeroed = {k: v.clone() for k, v in X.items()}
+    zeroed["item_history"][:, 6:] = 0
+    zeroed["cate_history"][:, 6:] = 0
+    again = model.target_attention(zeroed)
+    assert torch.allclose(again["item_history"], summaries["item_history"])
+
+
+def test_din_and_transact_reject_misconfigured_fields():
+    fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
+    with pytest.raises(ValueError, match="din_target_field.*must pair up"):
+        build(DIN, fmap, din_target_field=[["item_id", "cate_id"]], din_sequence_field=[["item_history"]])
+    with pytest.raises(ValueError, match="din_sequence_field: 'item_id' is not a sequence"):
+        build(DIN, fmap, din_target_field=["item_id"], din_sequence_field=["item_id"])
+    with pytest.raises(ValueError, match="transact_target_field: 'price' is not a categorical"):
+        build(TransAct, fmap, transact_target_field=["price"])
+    with pytest.raises(ValueError, match="num_heads=3 must divide"):
+        build(TransAct, fmap, num_heads=3)
+    no_shared = feature_map(sequences=(("item_history", None),))
+    with pytest.raises(ValueError, match="set din_target_field"):
+        build(DIN, no_shared)
+
+
+def test_transact_fuses_the_target_early_and_reads_the_newest_k_outputs():
+    fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")), max_len=10)
+    model = build(TransAct, fmap, num_recent_tokens=3, num_transformer_layers=1, num_heads=1)
+    model.eval()
+    assert model.targets == ("item_id", "cate_id") and model.sequences == ("item_history", "cate_history")
+    data = batch(fmap, size=4, lengths=torch.tensor([0, 1, 5, 10]))
+    X = model.get_inputs(data)
+    with torch.no_grad():
+        u = model.transact(X)
+        w = 4 * 16
+        assert u.shape == (4, (3 + 1) * w)
+        assert torch.all(u[0] == 0)                      # empty history: zero summary, no NaN
+        assert torch.all(u[1, w:3 * w] == 0) and torch.any(u[1, :w] != 0)   # one item: one recent slot
+        # Early fusion: the candidate item changes every output of the sequence encoder.
+        other = {k: v.clone() for k, v in X.items()}
+        other["item_id"] = other["item_id"] % 49 + 1
+        assert not torch.allclose(model.transact(other)[2:], u[2:])

@@ -25,6 +25,10 @@ class PooledFeatureArch(nn.Module):
     Shapes:
         inputs ``{feature: [B] or [B, T]}`` -> ``[B, m, d]`` with ``m = [dense] + sparse + sequences``.
 
+    Sequence models pass their own summary of a sequence field in ``replace`` (a ``[B, d]``
+    token in that field's slot), or leave fields out with ``skip``; ``embed`` gives the
+    unpooled ``[B, T, d]`` tokens they summarise.
+
     Example::
 
         >>> arch = PooledFeatureArch(feature_map, embedding_dim=16)   # tiny_amazon feature map
@@ -52,17 +56,23 @@ class PooledFeatureArch(nn.Module):
         if self.num_tokens == 0:
             raise ValueError("the dataset config has no feature to embed")
 
-    def _token(self, field, ids):
+    def embed(self, field, ids):
+        """``[B]`` or ``[B, T]`` ids -> ``[B, d]`` or ``[B, T, d]`` tokens of width ``d``, unpooled."""
         emb = self.embedding_layer.embedding_layers[field](ids.long())
-        if field in self.projections:
-            emb = self.projections[field](emb)
+        return self.projections[field](emb) if field in self.projections else emb
+
+    def _token(self, field, ids):
+        emb = self.embed(field, ids)
         if field in self.sequence_fields:
             mask = (ids != 0).unsqueeze(-1).to(emb.dtype)
             emb = (emb * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return emb
 
-    def forward(self, inputs):
-        tokens = [self._token(f, inputs[f]) for f in self.token_fields]
+    def forward(self, inputs, replace=None, skip=()):
+        """``replace``: ``{field: [B, d]}`` tokens used instead of the field's own; ``skip``: fields left out."""
+        replace = replace or {}
+        tokens = [replace[f] if f in replace else self._token(f, inputs[f])
+                  for f in self.token_fields if f not in skip]
         if self.dense_token is not None:
             dense = torch.stack([inputs[f].float() for f in self.dense_fields], dim=-1)
             tokens.insert(0, self.dense_token(dense))

@@ -3,6 +3,7 @@ from .activation import activation
 from .attention import RotaryMultiheadAttention
 from .cross_net import CrossNetV2
 from .dcn_interaction import DCNv2Interaction
+from .dcnv2_net import DCNv2Net
 from .dhen import DHEN, DHENLayer
 from .dot_interaction import DotInteraction
 from .gating import Gating
@@ -19,6 +20,7 @@ __all__ = [
     "activation",
     "CrossNetV2",
     "DCNv2Interaction",
+    "DCNv2Net",
     "DHEN",
     "DHENLayer",
     "DotInteraction",

@@ -1,0 +1,4 @@
+"""DHEN in FuxiCTR's model-zoo layout; the implementation lives in ``interformer_fuxi.models``."""
+from interformer_fuxi.models import DHEN  # noqa: F401
+
+__all__ = ["DHEN"]

@@ -1,0 +1,4 @@
+"""InterFormer in FuxiCTR's model-zoo layout; the implementation lives in ``interformer_fuxi.models``."""
+from interformer_fuxi.models import InterFormer  # noqa: F401
+
+__all__ = ["InterFormer"]

@@ -1,0 +1,4 @@
+"""WuKong in FuxiCTR's model-zoo layout; the implementation lives in ``interformer_fuxi.models``."""
+from interformer_fuxi.models import WuKong  # noqa: F401
+
+__all__ = ["WuKong"]
