@@ -19,23 +19,12 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from interformer_fuxi.config import load_model_config_section  # noqa: E402
 from interformer_fuxi.registry import get_model  # noqa: E402
-from synthetic import batch, feature_map  # noqa: E402
-
-AMAZON_VOCAB = {"item_id": 63001 + 2, "cate_id": 801 + 2}
-
-
-def amazon_feature_map(T):
-    fmap = feature_map(sparse=("item_id", "cate_id"),
-                       sequences=(("item_history", "item_id"), ("cate_history", "cate_id")), max_len=T)
-    for name, size in AMAZON_VOCAB.items():
-        fmap.features[name]["vocab_size"] = size
-    for name in ("item_history", "cate_history"):
-        fmap.features[name]["vocab_size"] = fmap.features[fmap.features[name]["share_embedding"]]["vocab_size"]
-    return fmap
-
+from synthetic import batch  # noqa: E402
+from throughput import amazon_feature_map  # noqa: E402
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

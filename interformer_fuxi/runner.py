@@ -88,6 +88,14 @@ def build_model(params, feature_map, model_class):
         raise UserError(f"{params['model_id']}: {exc}") from None
 
 
+def pinned(model, *loaders):
+    """On CUDA, page-locked batches so the model's non-blocking copies overlap with compute."""
+    for loader in loaders:
+        if loader is not None and model.device.type == "cuda":
+            loader.pin_memory = True
+    return loaders
+
+
 def run_expid(config_dir, expid, gpu=-1, overrides=None):
     """Train and evaluate ``expid``; ``overrides`` replace config values (checked like them).
 
@@ -98,7 +106,7 @@ def run_expid(config_dir, expid, gpu=-1, overrides=None):
     params, feature_map, model_class = prepare(config_dir, expid, gpu, overrides)
     model = build_model(params, feature_map, model_class)
     model.count_parameters()
-    train_gen, valid_gen = H5DataLoader(feature_map, stage="train", **params).make_iterator()
+    train_gen, valid_gen = pinned(model, *H5DataLoader(feature_map, stage="train", **params).make_iterator())
     model.fit(train_gen, validation_data=valid_gen, **params)
 
     logging.info("****** Validation evaluation ******")
@@ -108,7 +116,7 @@ def run_expid(config_dir, expid, gpu=-1, overrides=None):
     test_result = {}
     if params.get("test_data"):
         logging.info("******** Test evaluation ********")
-        test_gen = H5DataLoader(feature_map, stage="test", **params).make_iterator()
+        test_gen, = pinned(model, H5DataLoader(feature_map, stage="test", **params).make_iterator())
         test_result = model.evaluate(test_gen)
     return params, model, valid_result, test_result
 

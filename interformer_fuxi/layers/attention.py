@@ -66,7 +66,8 @@ class RotaryMultiheadAttention(nn.Module):
         if self.rope is not None:
             if positions is None:
                 positions = torch.arange(N, device=x.device).expand(B, N)
-            q, k = self.rope(q, positions), self.rope(k, positions)
+            cos, sin = self.rope.tables(positions, q.dtype, bound=N)  # positions < N
+            q, k = self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin)
 
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=x.device)

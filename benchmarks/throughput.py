@@ -1,0 +1,412 @@
+"""Training and serving throughput of InterFormer against DIN, TransAct and DHEN, side by side.
+
+    python benchmarks/throughput.py --quick            # InterFormer vs DIN, batch 1024, T=100 (< 2 min)
+    python benchmarks/throughput.py                    # everything, tables for docs/performance.md
+    python benchmarks/throughput.py --device cuda [--bf16]
+
+One process measures, on the same synthetic AmazonElectronics_x1-scale data (item and
+category vocabularies of the dataset, histories of length T sharing those tables, every
+history full so all models do their worst-case work) and the same batch size:
+
+- training samples/s (forward, loss, backward, gradient clipping and the Adam step, as
+  FuxiCTR's ``train_step``), with data loading excluded (batches already in memory) and
+  included (FuxiCTR's ``H5DataLoader`` over an H5 file of the same rows);
+- evaluation samples/s and single-row latency p50/p99; peak memory of the training step
+  (growth of the process's resident memory on CPU, ``max_memory_allocated`` on CUDA);
+- model FLOPs per sample (``torch.utils.flop_counter``, with the CPU flash-attention
+  kernels counted too), the achieved FLOP/s and its fraction of the fp32 matmul peak
+  measured in the same run (a large square ``mm``: what this machine's BLAS reaches);
+- the H5 loader alone, and (full mode) cost against T and against the number of rows.
+
+The models are the project's expids with the paper's / BARS's settings: InterFormer_default,
+DIN_default (BARS's AmazonElectronics_x1 DIN: attention [512, 256], DNN [1024, 512, 256],
+d = 64), TransAct_default and DHEN_default. ``--model_zoo`` swaps in FuxiCTR's own DIN.
+The last line is ``RESULT interformer_train_sps=… din_train_sps=… speedup=… flop_util=…
+loader_ratio=…``.
+"""
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+from interformer_fuxi.config import load_model_config_section  # noqa: E402
+from interformer_fuxi.registry import get_model  # noqa: E402
+from synthetic import batch, feature_map  # noqa: E402
+
+AMAZON_VOCAB = {"item_id": 63001 + 2, "cate_id": 801 + 2}  # BARS vocabularies + padding and OOV rows
+MODELS = {"InterFormer": "InterFormer_default", "DIN": "DIN_default", "TransAct": "TransAct_default",
+          "DHEN": "DHEN_default"}
+
+
+def amazon_feature_map(T):
+    fmap = feature_map(sparse=("item_id", "cate_id"),
+                       sequences=(("item_history", "item_id"), ("cate_history", "cate_id")), max_len=T)
+    for name, size in AMAZON_VOCAB.items():
+        fmap.features[name]["vocab_size"] = size
+    for name in ("item_history", "cate_history"):
+        fmap.features[name]["vocab_size"] = AMAZON_VOCAB[fmap.features[name]["share_embedding"]]
+    return fmap
+
+
+def build(name, fmap, device, model_zoo=None):
+    params = load_model_config_section(os.path.join(REPO, "config"), MODELS[name])
+    params.update(verbose=0, model_root=tempfile.gettempdir(), gpu=0 if device == "cuda" else -1)
+    torch.manual_seed(0)
+    model = get_model(params["model"], model_zoo)(fmap, **params)
+    model._max_gradient_norm = params.get("max_gradient_norm", 10.0)
+    model.train()
+    return model
+
+
+def make_batches(fmap, size, count, device):
+    lengths = torch.full((size,), fmap.features["item_history"]["max_len"])
+    return [batch(fmap, size=size, seed=i, lengths=lengths).to(device) for i in range(count)]
+
+
+def _sync(device):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _autocast(device, bf16):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device == "cuda" else contextlib.nullcontext()
+
+
+# --- FLOPs -------------------------------------------------------------------------------------
+
+def _register_cpu_attention_flops():
+    """The CPU flash-attention kernels are missing from torch's FLOP registry: count them like
+    the CUDA ones (2 matmuls forward, 4 backward, per head)."""
+    from torch.utils import flop_counter as fc
+    aten = torch.ops.aten
+    if aten._scaled_dot_product_flash_attention_for_cpu in fc.flop_registry:
+        return
+
+    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu, get_raw=True)
+    def _forward(query, key, value, *args, **kwargs):
+        return fc.sdpa_flop_count(query.shape, key.shape, value.shape)
+
+    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward, get_raw=True)
+    def _backward(grad_out, query, key, value, *args, **kwargs):
+        return fc.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
+
+
+def flops_per_sample(model, data):
+    """``(train, forward)`` FLOPs per sample of one step on ``data``."""
+    from torch.utils.flop_counter import FlopCounterMode
+    _register_cpu_attention_flops()
+    with FlopCounterMode(display=False) as counter:
+        model.train_step(data)
+    train = counter.get_total_flops()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(data)
+    return train / data.shape[0], counter.get_total_flops() / data.shape[0]
+
+
+def matmul_peak(device, dtype=torch.float32, n=2048, reps=10):
+    """FLOP/s of the best of ``reps`` ``[n, n] @ [n, n]`` products."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(reps):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+# --- timing ------------------------------------------------------------------------------------
+
+class PeakMemory:
+    """Peak memory growth inside the block: CUDA's allocator peak, or the resident set size
+    polled every millisecond on CPU (torch's CPU allocations are invisible to tracemalloc)."""
+
+    def __init__(self, device):
+        self.device, self.peak = device, 0
+
+    @staticmethod
+    def _rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self._max = max(self._max, self._rss())
+            time.sleep(0.001)
+
+    def __enter__(self):
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+        else:
+            self._base = self._max = self._rss()
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device == "cuda":
+            self.peak = torch.cuda.max_memory_allocated() - self._base
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self._max, self._rss()) - self._base
+
+
+def train_sps(model, batches, steps, warmup, device, bf16=False):
+    """Samples/s of ``train_step`` over in-memory batches; also the peak memory of the steps."""
+    with _autocast(device, bf16):
+        for i in range(warmup):
+            model.train_step(batches[i % len(batches)])
+        _sync(device)
+        with PeakMemory(device) as memory:
+            start = time.perf_counter()
+            for i in range(steps):
+                model.train_step(batches[i % len(batches)])
+            _sync(device)
+            elapsed = time.perf_counter() - start
+    return steps * batches[0].shape[0] / elapsed, memory.peak
+
+
+def train_sps_with_loader(model, loader, steps, device, bf16=False):
+    """Samples/s of ``train_step`` on batches drawn from a FuxiCTR data loader."""
+    done, samples = 0, 0
+    with _autocast(device, bf16):
+        start = time.perf_counter()
+        while done < steps:
+            for data in loader:
+                model.train_step(data.to(device, non_blocking=True))
+                done, samples = done + 1, samples + data.shape[0]
+                if done == steps:
+                    break
+        _sync(device)
+    return samples / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def eval_sps(model, batches, steps, device, bf16=False):
+    model.eval()
+    with _autocast(device, bf16):
+        model(batches[0])
+        _sync(device)
+        start = time.perf_counter()
+        for i in range(steps):
+            model(batches[i % len(batches)])
+        _sync(device)
+        elapsed = time.perf_counter() - start
+    model.train()
+    return steps * batches[0].shape[0] / elapsed
+
+
+@torch.no_grad()
+def latency_ms(model, row, reps, device, bf16=False):
+    """p50 and p99 of one-row forward passes, in milliseconds."""
+    model.eval()
+    times = []
+    with _autocast(device, bf16):
+        for i in range(reps + 5):
+            _sync(device)
+            start = time.perf_counter()
+            model(row)
+            _sync(device)
+            if i >= 5:
+                times.append((time.perf_counter() - start) * 1000)
+    model.train()
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+# --- data loading ------------------------------------------------------------------------------
+
+def write_h5(fmap, rows, path, block=8192):
+    """``rows`` synthetic rows in FuxiCTR's H5 layout (one dataset per column)."""
+    import h5py
+    data = torch.cat([batch(fmap, size=min(block, rows - i), seed=1000 + i,
+                            lengths=torch.full((min(block, rows - i),), fmap.features["item_history"]["max_len"]))
+                      for i in range(0, rows, block)])
+    columns = list(fmap.features) + fmap.labels
+    with h5py.File(path, "w") as f:
+        for col in columns:
+            index = fmap.get_column_index(col) if col in fmap.features else data.shape[1] - 1
+            values = data[:, index].numpy()
+            f.create_dataset(col, data=values.astype(np.int64 if fmap.features.get(col, {}).get(
+                "type") in ("categorical", "sequence", "meta") else np.float32))
+    return path
+
+
+def fuxictr_loader(fmap, path, batch_size):
+    from fuxictr.pytorch.dataloaders.h5_dataloader import DataLoader
+    return DataLoader(fmap, path, batch_size=batch_size, shuffle=True, num_workers=0)
+
+
+def loader_sps(loader, max_batches):
+    start, samples = time.perf_counter(), 0
+    for i, data in enumerate(loader):
+        samples += data.shape[0]
+        if i + 1 == max_batches:
+            break
+    return samples / (time.perf_counter() - start)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+def table(headers, rows):
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def measure_model(name, fmap, args, peak, h5_path, full):
+    model = build(name, fmap, args.device, args.model_zoo)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    out = {"model": name, "params": params, "batches": {}}
+    for size in args.batch:
+        batches = make_batches(fmap, size, 2, args.device)
+        train_flops, fwd_flops = flops_per_sample(model, batches[0])
+        sps, memory = train_sps(model, batches, args.steps, args.warmup, args.device, args.bf16)
+        row = {"train_sps": sps, "peak_mem_mb": memory / 2 ** 20, "train_flops": train_flops,
+               "fwd_flops": fwd_flops, "flops_per_s": sps * train_flops, "flop_util": sps * train_flops / peak}
+        if full:
+            loader = fuxictr_loader(fmap, h5_path, size)
+            row["train_sps_loader"] = train_sps_with_loader(model, loader, args.steps, args.device, args.bf16)
+            row["eval_sps"] = eval_sps(model, batches, args.steps, args.device, args.bf16)
+        out["batches"][size] = row
+        print(f"  {name} batch {size}: {sps:,.0f} train samples/s, {train_flops / 1e6:.1f} MFLOP/sample, "
+              f"{row['flop_util']:.1%} of the matmul peak", flush=True)
+    if full:
+        row = make_batches(fmap, 1, 1, args.device)[0]
+        out["latency"] = latency_ms(model, row, args.latency_reps, args.device, args.bf16)
+    return out
+
+
+def scaling_in_T(args, peak):
+    rows = []
+    for T in args.T_sweep:
+        fmap = amazon_feature_map(T)
+        model = build("InterFormer", fmap, args.device)
+        batches = make_batches(fmap, args.batch[0], 1, args.device)
+        train_flops, _ = flops_per_sample(model, batches[0])
+        sps, _ = train_sps(model, batches, max(2, args.steps // 2), 1, args.device, args.bf16)
+        rows.append((T, sps, train_flops))
+        print(f"  InterFormer T={T}: {sps:,.0f} samples/s, {train_flops / 1e6:.1f} MFLOP/sample", flush=True)
+    return rows
+
+
+def scaling_in_rows(fmap, args, workdir):
+    """Wall time of one pass (loader + training) over N, 2N and 4N rows."""
+    model = build("InterFormer", fmap, args.device)
+    out = []
+    for factor in (1, 2, 4):
+        rows = factor * args.rows_base
+        path = write_h5(fmap, rows, os.path.join(workdir, f"rows_{rows}.h5"))
+        loader = fuxictr_loader(fmap, path, args.batch[0])
+        start = time.perf_counter()
+        for data in loader:
+            model.train_step(data.to(args.device))
+        _sync(args.device)
+        out.append((rows, time.perf_counter() - start))
+        print(f"  InterFormer epoch over {rows:,} rows: {out[-1][1]:.1f} s", flush=True)
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="InterFormer and DIN at the first batch size only")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--batch", nargs="+", type=int, default=None, help="batch sizes (default 1024 2048)")
+    parser.add_argument("--T", type=int, default=100, help="history length")
+    parser.add_argument("--T_sweep", nargs="+", type=int, default=[50, 100, 200, 500, 1000])
+    parser.add_argument("--rows_base", type=int, default=8192)
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--latency_reps", type=int, default=200)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument("--model_zoo", default=None, help="a FuxiCTR checkout's model_zoo/: use its DIN")
+    parser.add_argument("--out", default=None, help="write the Markdown tables here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.models = [m for m in args.models if m in ("InterFormer", "DIN")] or ["InterFormer", "DIN"]
+        args.batch = args.batch or [1024]
+        args.steps = args.steps or 3
+        args.warmup = 1
+    args.batch = args.batch or [1024, 2048]
+    args.steps = args.steps or 8
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    for name in ("InterFormer", "DIN"):
+        if name not in args.models:
+            args.models.insert(0 if name == "InterFormer" else 1, name)
+
+    start = time.perf_counter()
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {device_name}; torch {torch.__version__}; batch {args.batch}; T={args.T}", flush=True)
+    peak = matmul_peak(args.device)
+    print(f"fp32 matmul peak (2048^3 mm): {peak / 1e9:,.1f} GFLOP/s", flush=True)
+    if args.device == "cuda":
+        bf16_peak = matmul_peak(args.device, torch.bfloat16, n=8192)
+        print(f"bf16 matmul peak (8192^3 mm): {bf16_peak / 1e12:,.1f} TFLOP/s", flush=True)
+        peak = bf16_peak if args.bf16 else peak
+
+    fmap = amazon_feature_map(args.T)
+    full = not args.quick
+    with tempfile.TemporaryDirectory() as workdir:
+        h5_path = write_h5(fmap, max(args.batch) * (args.steps + 2), os.path.join(workdir, "train.h5"))
+        loader_rate = loader_sps(fuxictr_loader(fmap, h5_path, args.batch[0]), args.steps + 2)
+        print(f"FuxiCTR H5DataLoader alone, batch {args.batch[0]}: {loader_rate:,.0f} samples/s", flush=True)
+        results = {name: measure_model(name, fmap, args, peak, h5_path, full) for name in args.models}
+        T_rows = scaling_in_T(args, peak) if full else []
+        row_rows = scaling_in_rows(fmap, args, workdir) if full else []
+
+    b = args.batch[0]
+    inter, din = results["InterFormer"]["batches"][b], results["DIN"]["batches"][b]
+    headers = ["model", "batch", "params", "train samples/s", "train s/s with loader", "eval samples/s",
+               "MFLOP/sample (train)", "GFLOP/s", "of matmul peak", "peak memory (MB)", "latency p50/p99 (ms)"]
+    rows = []
+    for name, res in results.items():
+        for size, r in res["batches"].items():
+            lat = res.get("latency")
+            rows.append([name, size, f"{res['params']:,}", f"{r['train_sps']:,.0f}",
+                         f"{r['train_sps_loader']:,.0f}" if "train_sps_loader" in r else "-",
+                         f"{r['eval_sps']:,.0f}" if "eval_sps" in r else "-", f"{r['train_flops'] / 1e6:.1f}",
+                         f"{r['flops_per_s'] / 1e9:.1f}", f"{r['flop_util']:.1%}", f"{r['peak_mem_mb']:,.0f}",
+                         f"{lat[0]:.1f} / {lat[1]:.1f}" if lat else "-"])
+    report = [f"Device: {device_name}; torch {torch.__version__}; T={args.T}; "
+              f"matmul peak {peak / 1e9:,.1f} GFLOP/s; H5 loader {loader_rate:,.0f} samples/s (batch {b}).",
+              "", table(headers, rows)]
+    if T_rows:
+        base = next((sps for T, sps, _ in T_rows if T == args.T), T_rows[0][1])
+        report += ["", table(["T", "train samples/s", "time per sample vs T=%d" % args.T, "MFLOP/sample"],
+                             [(T, f"{sps:,.0f}", f"{base / sps:.2f}x", f"{fl / 1e6:.1f}") for T, sps, fl in T_rows])]
+    if row_rows:
+        report += ["", table(["rows", "epoch (s)", "µs per row"],
+                             [(n, f"{s:.1f}", f"{s / n * 1e6:.0f}") for n, s in row_rows])]
+    text = "\n".join(report)
+    print("\n" + text)
+    if args.out:
+        with open(args.out + ".tmp", "w") as f:
+            f.write(text + "\n")
+        os.replace(args.out + ".tmp", args.out)
+    print(f"\ntotal {time.perf_counter() - start:.0f} s")
+    print(f"RESULT interformer_train_sps={inter['train_sps']:.1f} din_train_sps={din['train_sps']:.1f} "
+          f"speedup={inter['train_sps'] / din['train_sps']:.3f} flop_util={inter['flop_util']:.3f} "
+          f"loader_ratio={loader_rate / inter['train_sps']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Every speed switch keeps the predictions of the plain path (within float tolerance)."""
+import copy
+
+import pytest
+import torch
+
+from interformer_fuxi.layers import RotaryEmbedding, RotaryMultiheadAttention, valid_positions
+from interformer_fuxi.models import DIN, InterFormer, TransAct
+
+from synthetic import MODEL_DEFAULTS, batch, feature_map
+
+FMAP = feature_map(dense=1, sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
+
+
+def build(model_class, seed=0, **kwargs):
+    torch.manual_seed(seed)
+    return model_class(FMAP, **dict(MODEL_DEFAULTS, **kwargs))
+
+
+def predictions(model, data):
+    model.eval()
+    with torch.no_grad():
+        out = model(data)["y_pred"].squeeze(1)
+    model.train()
+    return out
+
+
+@pytest.mark.parametrize("model_class", [InterFormer, DIN, TransAct])
+def test_fused_adam_trains_like_the_plain_adam(model_class):
+    data = batch(FMAP, size=64, lengths=torch.arange(64) % 11)
+    fused, plain = build(model_class), build(model_class, fused_optimizer=False)
+    assert fused.optimizer.defaults["fused"] and not plain.optimizer.defaults["fused"]
+    assert torch.equal(predictions(fused, data), predictions(plain, data))
+    for _ in range(5):
+        fused.train_step(data)
+        plain.train_step(data)
+    assert torch.allclose(predictions(fused, data), predictions(plain, data), atol=1e-5)
+
+
+def test_rope_tables_computed_once_equal_the_per_call_rotation():
+    rope = RotaryEmbedding(8, max_positions=4)
+    mask = torch.rand(3, 12) > 0.3
+    positions = valid_positions(mask)
+    x = torch.randn(3, 2, 12, 8)
+    cos, sin = rope.tables(positions, bound=12)  # grows the tables without reading positions
+    assert rope.cos_cached.shape[0] >= 12
+    assert torch.equal(rope.rotate(x, cos, sin), rope(x, positions))
+
+
+def test_attention_step_has_no_host_sync_for_positions(monkeypatch):
+    mha = RotaryMultiheadAttention(16, 2)
+    x, mask = torch.randn(2, 7, 16), torch.rand(2, 7) > 0.3
+
+    def no_item(self):
+        raise AssertionError("a .item() host sync in the attention step")
+    monkeypatch.setattr(torch.Tensor, "item", no_item)
+    mha(x, mask, valid_positions(mask))
+
+
+def test_torch_compile_switch_keeps_predictions():
+    data = batch(FMAP, size=32, lengths=torch.arange(32) % 11)
+    eager = build(InterFormer, num_layers=1)
+    compiled = build(InterFormer, num_layers=1, torch_compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    assert torch.allclose(predictions(compiled, data), predictions(eager, data), atol=1e-5)
+
+
+def test_mixed_precision_is_checked_and_is_a_no_op_on_cpu():
+    with pytest.raises(ValueError, match="mixed_precision"):
+        build(DIN, mixed_precision="fp8")
+    data = batch(FMAP, size=16)
+    plain, bf16 = build(DIN), build(DIN, mixed_precision="bf16")
+    assert torch.equal(predictions(plain, data), predictions(bf16, data))
+    assert torch.equal(plain.predict_batch(data), bf16.predict_batch(data))
