@@ -25,9 +25,7 @@ The last line is ``RESULT interformer_train_sps=… din_train_sps=… speedup=�
 loader_ratio=…``.
 """
 import argparse
-import contextlib
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -59,14 +57,19 @@ def amazon_feature_map(T):
     return fmap
 
 
-def build(name, fmap, device, model_zoo=None):
+def build(name, fmap, device, model_zoo=None, **switches):
+    """The model of ``MODELS[name]`` with its config's settings, plus ``switches`` (e.g. torch_compile)."""
     params = load_model_config_section(os.path.join(REPO, "config"), MODELS[name])
-    params.update(verbose=0, model_root=tempfile.gettempdir(), gpu=0 if device == "cuda" else -1)
+    params.update(verbose=0, model_root=tempfile.gettempdir(), gpu=0 if device == "cuda" else -1, **switches)
     torch.manual_seed(0)
     model = get_model(params["model"], model_zoo)(fmap, **params)
     model._max_gradient_norm = params.get("max_gradient_norm", 10.0)
     model.train()
     return model
+
+
+def switches(args):
+    return dict(mixed_precision="bf16" if args.bf16 else None, torch_compile=args.compile)
 
 
 def make_batches(fmap, size, count, device):
@@ -77,10 +80,6 @@ def make_batches(fmap, size, count, device):
 def _sync(device):
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def _autocast(device, bf16):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if bf16 and device == "cuda" else contextlib.nullcontext()
 
 
 # --- FLOPs -------------------------------------------------------------------------------------
@@ -169,64 +168,60 @@ class PeakMemory:
             self.peak = max(self._max, self._rss()) - self._base
 
 
-def train_sps(model, batches, steps, warmup, device, bf16=False):
+def train_sps(model, batches, steps, warmup, device):
     """Samples/s of ``train_step`` over in-memory batches; also the peak memory of the steps."""
-    with _autocast(device, bf16):
-        for i in range(warmup):
+    for i in range(warmup):
+        model.train_step(batches[i % len(batches)])
+    _sync(device)
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        for i in range(steps):
             model.train_step(batches[i % len(batches)])
         _sync(device)
-        with PeakMemory(device) as memory:
-            start = time.perf_counter()
-            for i in range(steps):
-                model.train_step(batches[i % len(batches)])
-            _sync(device)
-            elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start
     return steps * batches[0].shape[0] / elapsed, memory.peak
 
 
-def train_sps_with_loader(model, loader, steps, device, bf16=False):
+def train_sps_with_loader(model, loader, steps, device):
     """Samples/s of ``train_step`` on batches drawn from a FuxiCTR data loader."""
     done, samples = 0, 0
-    with _autocast(device, bf16):
-        start = time.perf_counter()
-        while done < steps:
-            for data in loader:
-                model.train_step(data.to(device, non_blocking=True))
-                done, samples = done + 1, samples + data.shape[0]
-                if done == steps:
-                    break
-        _sync(device)
+    start = time.perf_counter()
+    while done < steps:
+        for data in loader:
+            model.train_step(data)  # the model moves it to its device
+            done, samples = done + 1, samples + data.shape[0]
+            if done == steps:
+                break
+    _sync(device)
     return samples / (time.perf_counter() - start)
 
 
 @torch.no_grad()
-def eval_sps(model, batches, steps, device, bf16=False):
+def eval_sps(model, batches, steps, device):
     model.eval()
-    with _autocast(device, bf16):
-        model(batches[0])
-        _sync(device)
-        start = time.perf_counter()
-        for i in range(steps):
-            model(batches[i % len(batches)])
-        _sync(device)
-        elapsed = time.perf_counter() - start
+    model.predict_batch(batches[0])
+    _sync(device)
+    start = time.perf_counter()
+    for i in range(steps):
+        model.predict_batch(batches[i % len(batches)])
+    _sync(device)
+    elapsed = time.perf_counter() - start
     model.train()
     return steps * batches[0].shape[0] / elapsed
 
 
 @torch.no_grad()
-def latency_ms(model, row, reps, device, bf16=False):
+def latency_ms(model, row, reps, device):
     """p50 and p99 of one-row forward passes, in milliseconds."""
     model.eval()
     times = []
-    with _autocast(device, bf16):
-        for i in range(reps + 5):
-            _sync(device)
-            start = time.perf_counter()
-            model(row)
-            _sync(device)
-            if i >= 5:
-                times.append((time.perf_counter() - start) * 1000)
+    for i in range(reps + 5):
+        _sync(device)
+        start = time.perf_counter()
+        model.predict_batch(row)
+        _sync(device)
+        if i >= 5:
+            times.append((time.perf_counter() - start) * 1000)
     model.train()
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
@@ -272,25 +267,25 @@ def table(headers, rows):
 
 
 def measure_model(name, fmap, args, peak, h5_path, full):
-    model = build(name, fmap, args.device, args.model_zoo)
+    model = build(name, fmap, args.device, args.model_zoo, **switches(args))
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     out = {"model": name, "params": params, "batches": {}}
     for size in args.batch:
         batches = make_batches(fmap, size, 2, args.device)
         train_flops, fwd_flops = flops_per_sample(model, batches[0])
-        sps, memory = train_sps(model, batches, args.steps, args.warmup, args.device, args.bf16)
+        sps, memory = train_sps(model, batches, args.steps, args.warmup, args.device)
         row = {"train_sps": sps, "peak_mem_mb": memory / 2 ** 20, "train_flops": train_flops,
                "fwd_flops": fwd_flops, "flops_per_s": sps * train_flops, "flop_util": sps * train_flops / peak}
         if full:
             loader = fuxictr_loader(fmap, h5_path, size)
-            row["train_sps_loader"] = train_sps_with_loader(model, loader, args.steps, args.device, args.bf16)
-            row["eval_sps"] = eval_sps(model, batches, args.steps, args.device, args.bf16)
+            row["train_sps_loader"] = train_sps_with_loader(model, loader, args.steps, args.device)
+            row["eval_sps"] = eval_sps(model, batches, args.steps, args.device)
         out["batches"][size] = row
         print(f"  {name} batch {size}: {sps:,.0f} train samples/s, {train_flops / 1e6:.1f} MFLOP/sample, "
               f"{row['flop_util']:.1%} of the matmul peak", flush=True)
     if full:
         row = make_batches(fmap, 1, 1, args.device)[0]
-        out["latency"] = latency_ms(model, row, args.latency_reps, args.device, args.bf16)
+        out["latency"] = latency_ms(model, row, args.latency_reps, args.device)
     return out
 
 
@@ -298,10 +293,10 @@ def scaling_in_T(args, peak):
     rows = []
     for T in args.T_sweep:
         fmap = amazon_feature_map(T)
-        model = build("InterFormer", fmap, args.device)
+        model = build("InterFormer", fmap, args.device, **switches(args))
         batches = make_batches(fmap, args.batch[0], 1, args.device)
         train_flops, _ = flops_per_sample(model, batches[0])
-        sps, _ = train_sps(model, batches, max(2, args.steps // 2), 1, args.device, args.bf16)
+        sps, _ = train_sps(model, batches, max(2, args.steps // 2), 1, args.device)
         rows.append((T, sps, train_flops))
         print(f"  InterFormer T={T}: {sps:,.0f} samples/s, {train_flops / 1e6:.1f} MFLOP/sample", flush=True)
     return rows
@@ -309,7 +304,7 @@ def scaling_in_T(args, peak):
 
 def scaling_in_rows(fmap, args, workdir):
     """Wall time of one pass (loader + training) over N, 2N and 4N rows."""
-    model = build("InterFormer", fmap, args.device)
+    model = build("InterFormer", fmap, args.device, **switches(args))
     out = []
     for factor in (1, 2, 4):
         rows = factor * args.rows_base
@@ -337,6 +332,7 @@ def main(argv=None):
     parser.add_argument("--latency_reps", type=int, default=200)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the models' forward")
     parser.add_argument("--model_zoo", default=None, help="a FuxiCTR checkout's model_zoo/: use its DIN")
     parser.add_argument("--out", default=None, help="write the Markdown tables here")
     args = parser.parse_args(argv)

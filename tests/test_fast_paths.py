@@ -1,5 +1,4 @@
 """Every speed switch keeps the predictions of the plain path (within float tolerance)."""
-import copy
 
 import pytest
 import torch
