@@ -10,7 +10,8 @@ import csv
 import json
 import os
 import re
-import tempfile
+
+from .atomic import atomic_write
 
 FIELD = re.compile(r",\[(command|exp_id|dataset_id|train|val|test)\] ")
 
@@ -103,18 +104,10 @@ def summary_table(ranked, metric_names, tuned_keys):
 
 
 def write_csv_atomic(path, header, rows):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def format_table(header, rows, skip=("log",)):
@@ -123,3 +116,4 @@ def format_table(header, rows, skip=("log",)):
     cells = [[header[i] for i in keep]] + [[row[i] for i in keep] for row in rows]
     widths = [max(len(c[j]) for c in cells) for j in range(len(keep))]
     return "\n".join("  ".join(c[j].ljust(widths[j]) for j in range(len(keep))).rstrip() for c in cells)
+

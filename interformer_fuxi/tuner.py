@@ -149,6 +149,12 @@ class Sweep:
             raise
 
 
+def monitor_text(monitor):
+    if isinstance(monitor, dict):
+        return " + ".join(m if w == 1 else f"{w}*{m}" for m, w in monitor.items())
+    return str(monitor)
+
+
 def summarize(cfg, trials, sweep_outcomes, results_csv, log_path):
     """Print and write (``<yaml name>_summary.csv``) all trials, best validation monitor first."""
     results = read_results(results_csv)
@@ -162,16 +168,14 @@ def summarize(cfg, trials, sweep_outcomes, results_csv, log_path):
                      "val": r["val"] if r and status == "done" else {},
                      "test": r["test"] if r and status == "done" else {},
                      "tuned": t.tuned, "dataset_id": t.dataset_id, "log": log_path(t)})
-    ranked = rank(rows, cfg.model.get("monitor", "AUC"), cfg.model.get("monitor_mode", "max"))
+    # the monitor may itself be set in tuner_space (one value): take the trials' own
+    monitor, mode = trials[0].section.get("monitor", "AUC"), trials[0].section.get("monitor_mode", "max")
+    ranked = rank(rows, monitor, mode)
     names = list(dict.fromkeys(m for r in ranked for m in list(r["val"]) + list(r["test"])))
     header, table = summary_table(ranked, names, list(cfg.space))
     path = os.path.abspath(cfg.name + "_summary.csv")
     write_csv_atomic(path, header, table)
-    monitor = cfg.model.get("monitor", "AUC")
-    if isinstance(monitor, dict):
-        monitor = " + ".join(f"{w}*{m}" if w != 1 else m for m, w in monitor.items())
-    print(f"\nAll trials ranked by the validation monitor {monitor} "
-          f"({cfg.model.get('monitor_mode', 'max')}):")
+    print(f"\nAll trials ranked by the validation monitor {monitor_text(monitor)} ({mode}):")
     print(format_table(header, table))
     print(f"\nSummary: {path}\nResults: {results_csv}")
     return ranked

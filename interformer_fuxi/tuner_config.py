@@ -33,11 +33,11 @@ import hashlib
 import itertools
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import yaml
 
+from .atomic import atomic_write
 from .config import DATASET_KEYS, PATH_KEYS, RUNNER_KEYS, init_keywords, read_sections, suggest
 from .errors import UserError
 
@@ -243,19 +243,10 @@ def rebase_paths(section, from_dir, to_dir):
 
 
 def write_yaml_atomic(path, data, header=""):
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(header)
-            yaml.safe_dump(data, f, default_flow_style=None, sort_keys=False, indent=4, width=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` as YAML to ``path`` atomically (temporary file, then rename)."""
+    with atomic_write(path) as f:
+        f.write(header)
+        yaml.safe_dump(data, f, default_flow_style=None, sort_keys=False, indent=4, width=120)
 
 
 def write_expanded(cfg, trials, datasets):
@@ -277,3 +268,4 @@ def resolved(section, cfg, key):
     if not value:
         return None
     return value if os.path.isabs(value) else os.path.normpath(os.path.join(cfg.project_root, value))
+
