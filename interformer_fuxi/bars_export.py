@@ -89,7 +89,7 @@ def results_table(runs, results):
     return "\n".join(lines), split
 
 
-def readme(cfg, folder, best, runs, results, datasets, env, log_text, n_done):
+def readme(cfg, folder, best, runs, results, datasets, env, log_text, n_done, chosen_by_hand=False):
     name, link = BARS_DATASETS.get(cfg.dataset_id.lower(), (cfg.dataset_id, None))
     model = best.section.get("model")
     table, split = results_table(runs, results)
@@ -103,11 +103,12 @@ def readme(cfg, folder, best, runs, results, datasets, env, log_text, n_done):
     dataset_text = (f"[{name}]({link}) in BARS's dataset collection describes the data, its splits "
                     f"and where to download it." if link else
                     f"`{cfg.dataset_id}` is not one of BARS's datasets; see `dataset_config.yaml` for its files.")
+    how = f"`{best.expid}`, chosen by hand," if chosen_by_hand else "the best by the validation monitor"
     seeds = (f"The chosen grid point ran with {len(runs)} seeds; Avg and Std (population) are over them.\n\n"
              if len(runs) > 1 else "")
     return f"""# {folder}
 
-{model} ([arXiv 2411.09852](https://arxiv.org/abs/2411.09852)) on {name}: the best of
+{model} ([arXiv 2411.09852](https://arxiv.org/abs/2411.09852)) on {name}: {how} of the
 {n_done} finished grid points of `{os.path.basename(cfg.path)}`, run with interformer-fuxi on FuxiCTR {fuxictr}.
 
 | [Environments](#environments) | [Dataset](#dataset) | [Code](#code) | [Results](#results) | [Logs](#logs) |
@@ -205,7 +206,7 @@ def export(args):
         os.makedirs(tmp)
         env = environment()
         _write(os.path.join(tmp, "README.md"), readme(cfg, folder, best, runs, results, datasets, env, log_text,
-                                                                sum(t.expid in results for t in trials)))
+                                                                sum(t.expid in results for t in trials), args.expid is not None))
         _write(os.path.join(tmp, "environments.txt"),
                "[Hardware]\n" + format_block(env["hardware"]) + "\n\n[Software]\n" + format_block(env["software"]) + "\n")
         shutil.copyfile(cfg.path, os.path.join(tmp, os.path.basename(cfg.path)))

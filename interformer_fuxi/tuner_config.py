@@ -172,6 +172,10 @@ def _check_space(cfg, space):
             values = [values]
         if not values:
             raise UserError(f"{cfg.path}: tuner_space.{key} is an empty list; give at least one value")
+        base = cfg.dataset.get(key, cfg.model.get(key))
+        if isinstance(base, list) and not all(isinstance(v, list) for v in values):
+            raise UserError(f"{cfg.path}: tuner_space.{key} takes lists ({key}: {json.dumps(base)} in the base "
+                            f"config), so give a list of them, e.g. {key}: [{json.dumps(base)}]")
         if key in dataset_valid:
             cfg.dataset_keys.append(key)
         elif key not in model_valid:

@@ -207,6 +207,8 @@ def test_failing_trial_is_reported_and_the_other_finishes(tmp_path):
      "base_expid 'InterFormer_tnue' is not in"),
     ({"base_config": "../", "base_expid": "InterFormer_tune", "tuner_spaec": {"num_layers": [1]}},
      "unknown top-level key 'tuner_spaec'; did you mean 'tuner_space'?"),
+    ({"base_config": "../", "base_expid": "InterFormer_tune", "tuner_space": {"head_hidden_units": [64, 32]}},
+     "tuner_space.head_hidden_units takes lists (head_hidden_units: [32] in the base config), so give a list"),
     ({"base_config": "../", "base_expid": "InterFormer_tune", "tuner_space": {"dataset_id": ["x"]}},
      "tuner_space.dataset_id cannot be tuned"),
 ])
