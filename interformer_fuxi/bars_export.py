@@ -166,7 +166,7 @@ The model is the `{model}` class of interformer-fuxi (commit `{commit}`), a Fuxi
 
 {seeds}{table}
 
-{split.replace('val', 'Validation').replace('test', 'Test')}-set metrics of `{best.expid}`, chosen by its validation {monitor}
+{split.replace('val', 'Validation').replace('test', 'Test')}-set metrics of `{best.expid}`, {'picked by hand (--expid); the grid ranks by' if chosen_by_hand else 'chosen by its'} validation {monitor}
 (`results.csv` holds the full result line{'s' if len(runs) > 1 else ''}).
 
 ## Logs
