@@ -9,11 +9,13 @@ from ..layers import MaskNetMerge
 
 
 def width_projections(embedding_layer, fields, embedding_dim):
-    """``Linear`` maps to ``d`` for the fields whose table has another width (e.g. frozen
-    pretrained embeddings), keyed by field."""
+    """``Linear`` maps to ``d`` for the fields whose table has another width or is frozen
+    (pretrained embeddings, SPEC §1: a frozen table of width ``d`` still needs a trainable
+    map into the model's token space), keyed by field."""
     tables = embedding_layer.embedding_layers
     return nn.ModuleDict({f: nn.Linear(tables[f].embedding_dim, embedding_dim, bias=False)
-                          for f in fields if tables[f].embedding_dim != embedding_dim})
+                          for f in fields
+                          if tables[f].embedding_dim != embedding_dim or not tables[f].weight.requires_grad})
 
 
 class FeatureArch(nn.Module):
