@@ -142,7 +142,7 @@ def _build_atomically(params, data_dir):
                         "(each needs name, dtype and type)") from None
     except (ValueError, TypeError, RuntimeError) as exc:
         raise UserError(f"{params['dataset_id']}: building H5 from CSV failed: "
-                        f"{str(exc).splitlines()[0]}") from None
+                        f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     logging.info("Built H5 data in %s", data_dir)

@@ -20,6 +20,7 @@ many were dropped; the original files are never modified.
 """
 import csv
 import hashlib
+import io
 import logging
 import os
 import re
@@ -66,11 +67,14 @@ class ColumnCheck:
             return mask, msg
         if self.kind == "sequence":
             splitter = self.col.get("splitter") or "^"
-            others = [re.escape(s) for s in SEPARATORS if s != splitter]
-            foreign = values.str.contains("|".join(others), regex=True) if others else False
-            s = re.escape(splitter)
-            empty_item = values.str.contains(rf"^{s}|{s}{s}|{s}$", regex=True)
-            mask = foreign | (empty_item & (values != ""))
+            # one C-speed scan of the whole chunk; rows are located only if something is wrong
+            text = "\n" + "\n".join(values.tolist()) + "\n"
+            suspects = [s for s in SEPARATORS if s != splitter and s in text]
+            empty_item = any(p in text for p in (splitter * 2, "\n" + splitter, splitter + "\n"))
+            if not suspects and not empty_item:
+                return pd.Series(False, index=values.index), ""
+            mask = values.map(lambda v: _has_foreign(v, splitter) or (
+                v != "" and (splitter * 2 in v or v.startswith(splitter) or v.endswith(splitter))))
             msg = values[mask].map(lambda v: f"{self.name} = {v[:40]!r} is not joined by {splitter!r}"
                                    if _has_foreign(v, splitter)
                                    else f"{self.name} = {v[:40]!r} has an empty element")
@@ -79,7 +83,7 @@ class ColumnCheck:
 
     def lengths(self, values):
         splitter = self.col.get("splitter") or "^"
-        return (values.str.count(re.escape(splitter)) + 1).where(values != "", 0)
+        return values.map(lambda v: v.count(splitter) + 1 if v else 0)
 
 
 def _has_foreign(value, splitter):
@@ -220,9 +224,9 @@ def validate_file(path, params, checks, mode="fail", cleaned_path=None):
 
 def _check_chunk(lines, sep, num_fields, index, checks, report):
     """Mark the bad lines of one chunk (index = line numbers); return the mask of good ones."""
-    quoted = lines.str.contains('"', regex=False)
-    counts = lines.str.count(re.escape(sep)) + 1
-    if quoted.any():  # rare: quoted fields may hold the separator, parse those lines exactly
+    counts = lines.map(lambda l: l.count(sep) + 1)
+    if '"' in "".join(lines.tolist()):  # rare: quoted fields may hold the separator
+        quoted = lines.str.contains('"', regex=False)
         counts[quoted] = lines[quoted].map(lambda l: len(_split_header(l, sep)))
     bad = counts != num_fields
     _record(report, "field count", lines.index[bad],
@@ -230,10 +234,9 @@ def _check_chunk(lines, sep, num_fields, index, checks, report):
     ok = lines[~bad]
     if ok.empty:
         return ~bad
-    if quoted[~bad].any():
-        fields = pd.DataFrame(ok.map(lambda l: _split_header(l, sep)).tolist(), index=ok.index)
-    else:
-        fields = ok.str.split(sep, expand=True, regex=False)
+    fields = pd.read_csv(io.StringIO("\n".join(ok.tolist())), sep=sep, header=None, dtype=str,
+                         na_filter=False, engine="c")  # the C parser splits fastest
+    fields.index = ok.index
     for name, check in checks.items():
         values = fields[index[name]]
         mask, messages = check.bad(values)
