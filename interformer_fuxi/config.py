@@ -31,8 +31,9 @@ DATASET_KEYS = {
     "data_root", "data_format", "train_data", "valid_data", "test_data", "feature_cols",
     "label_col", "min_categr_count", "valid_size", "test_size", "split_type",
     "data_block_size", "num_buckets", "group_id", "sep", "nrows",
+    "csv_header", "md5", "bad_rows", "oracle_data",  # validate.py and oracle.py
 }
-PATH_KEYS = ("data_root", "train_data", "valid_data", "test_data", "model_root", "model_zoo")
+PATH_KEYS = ("data_root", "train_data", "valid_data", "test_data", "model_root", "model_zoo", "oracle_data")
 
 
 def _yaml_files(config_dir, stem):

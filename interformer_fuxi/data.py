@@ -1,7 +1,7 @@
 """CSV -> H5 with FuxiCTR 2.0's ``FeatureProcessor``/``build_dataset``, checked and atomic.
 
-Before the (possibly long) build, every configured data file must exist and every CSV must
-hold every configured column. The build writes into a temporary sibling directory and is
+Before the (possibly long) build, every configured data file must exist, every CSV must
+hold every configured column, and ``validate.validate_dataset`` checks every row. The build writes into a temporary sibling directory and is
 renamed into ``<data_root>/<dataset_id>`` only when complete, so a failed or interrupted
 build leaves nothing behind and the next run builds again.
 """
@@ -17,6 +17,25 @@ from fuxictr.preprocess import FeatureProcessor, build_dataset
 from .errors import UserError
 
 SPLITS = ("train_data", "valid_data", "test_data")
+# Dataset keys read by the validator and the oracle, not by FuxiCTR's build.
+VALIDATION_KEYS = ("csv_header", "md5", "bad_rows", "oracle_data")
+
+
+class SourceFirstFeatureProcessor(FeatureProcessor):
+    """FuxiCTR's ``FeatureProcessor``, with empty string cells filled before ``copy_from``.
+
+    FuxiCTR preprocesses columns in reverse config order, so ``pos_items_emb:
+    copy_from(pos_items)`` copies ``pos_items`` before its empty cells (NaN) become "", and
+    the copy turns them into the token "nan" (an out-of-vocabulary id where the source has
+    none). Filling the string columns first keeps a derived column equal to its source.
+    """
+
+    def preprocess(self, ddf):
+        for col in self.label_cols + self.feature_cols:
+            name = col["name"]
+            if name in ddf.columns and col.get("dtype") in ("str", str) and ddf[name].isnull().values.any():
+                ddf[name] = self._fill_na_(col, ddf[name])
+        return super().preprocess(ddf)
 
 
 def feature_columns(params):
@@ -48,7 +67,9 @@ def check_data_files(params):
 
 
 def check_csv_columns(params):
-    required = [c["name"] for c in feature_columns(params)] + [c["name"] for c in label_columns(params)]
+    from .validate import required_columns
+
+    required = required_columns(params)  # a ``copy_from(x)`` column needs ``x``, not itself
     sep = params.get("sep", ",")
     for key in SPLITS:
         path = params.get(key)
@@ -95,13 +116,19 @@ def build_h5(params):
 
 
 def _build_atomically(params, data_dir):
+    from .validate import validate_dataset
+
     tmp_root = os.path.join(params["data_root"], f".building-{params['dataset_id']}-{os.getpid()}")
     shutil.rmtree(tmp_root, ignore_errors=True)
-    build_params = copy.deepcopy({k: v for k, v in params.items() if not k.startswith("_")})
+    build_params = copy.deepcopy({k: v for k, v in params.items()
+                                  if not k.startswith("_") and k not in VALIDATION_KEYS})
     build_params["feature_cols"] = feature_columns(params)
     build_params["data_root"] = tmp_root
     try:
-        processor = FeatureProcessor(**build_params)
+        os.makedirs(tmp_root)
+        # the validated (in skip mode: cleaned) copies live in tmp_root, removed below
+        build_params.update(validate_dataset(params, tmp_root))
+        processor = SourceFirstFeatureProcessor(**build_params)
         build_dataset(processor, **build_params)
         build_dir = processor.data_dir
         _retarget_pickle(processor, build_dir, data_dir)
@@ -115,7 +142,7 @@ def _build_atomically(params, data_dir):
                         "(each needs name, dtype and type)") from None
     except (ValueError, TypeError, RuntimeError) as exc:
         raise UserError(f"{params['dataset_id']}: building H5 from CSV failed: "
-                        f"{str(exc).splitlines()[0]}") from None
+                        f"{(str(exc).splitlines() or [type(exc).__name__])[0]}") from None
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
     logging.info("Built H5 data in %s", data_dir)

@@ -74,6 +74,7 @@ def prepare(config_dir, expid, gpu=-1, overrides=None, log=True):
 
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     if csv_input:
+        params["_train_csv"], params["_test_csv"] = params.get("train_data"), params.get("test_data")
         params["train_data"], params["valid_data"], params["test_data"] = build_h5(params)
     feature_map = FeatureMap(params["dataset_id"], data_dir)
     feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
@@ -118,6 +119,9 @@ def run_expid(config_dir, expid, gpu=-1, overrides=None):
         logging.info("******** Test evaluation ********")
         test_gen, = pinned(model, H5DataLoader(feature_map, stage="test", **params).make_iterator())
         test_result = model.evaluate(test_gen)
+        if params.get("oracle_data") and params.get("_test_csv"):
+            from .oracle import log_oracle
+            log_oracle(params, test_result)  # known click probability: the achievable metrics
     return params, model, valid_result, test_result
 
 

@@ -239,3 +239,17 @@ def test_frozen_pretrained_embeddings_enter_as_projected_tokens(tmp_path):
     losses = train_steps(model, data, steps=20)
     assert losses[-1] < losses[0]
     assert np.allclose(emb["item_emb"].weight[1:].detach().numpy(), table[1:])  # still frozen
+
+
+def test_a_frozen_table_of_the_model_width_is_still_projected(tmp_path):
+    import h5py
+    import numpy as np
+    fmap = feature_map(sparse=("item_id", "item_emb"),
+                       sequences=(("pos_items", "item_id"), ("pos_items_emb", "item_emb")))
+    fmap.data_dir = str(tmp_path)
+    fmap.features["item_emb"].update(pretrained_emb="pretrained_emb.h5", freeze_emb=True)
+    with h5py.File(tmp_path / "pretrained_emb.h5", "w") as f:
+        f.create_dataset("item_emb", data=np.ones((50, 16), dtype="float32"))
+    model = build(fmap)  # embedding_dim 16 = the table's width
+    assert set(model.feature_arch.projections) == {"item_emb", "pos_items_emb"}
+    assert all(p.weight.requires_grad for p in model.feature_arch.projections.values())

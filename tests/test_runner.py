@@ -97,11 +97,26 @@ def test_missing_column_names_column_and_file_and_leaves_no_partial_build(projec
 
 
 def test_failed_build_is_rebuilt_by_the_next_run(project):
-    # A numeric column that does not parse fails inside FuxiCTR's build, after it started writing.
+    # A numeric column that does not parse is stopped by the validator, before the build.
     ds = project / "config" / "dataset_config.yaml"
     data = yaml.safe_load(open(ds))
     data["tiny_amazon"]["feature_cols"][4] = {"name": "cate_history", "active": True, "dtype": "float",
                                               "type": "numeric"}
+    yaml.safe_dump(data, open(ds, "w"), sort_keys=False)
+    result = run_expid(project / "config", "InterFormer_tiny", project / "work")
+    assert_user_error(result, "train.csv", "is not a number", "line 2:", after_log=True)
+    assert no_partial_build(project)
+    # A fill_na that FuxiCTR cannot cast passes the validator and fails inside the build:
+    # nothing is left behind either.
+    import pandas as pd
+    for split in ("train", "valid", "test"):
+        path = project / "data" / "tiny_amazon" / f"{split}.csv"
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df["price"] = ["" if i % 7 == 0 else "1.5" for i in range(len(df))]
+        df.to_csv(path, index=False)
+    data = yaml.safe_load(open(os.path.join(REPO, "config", "dataset_config.yaml")))
+    data["tiny_amazon"]["feature_cols"].append({"name": "price", "dtype": "float", "type": "numeric",
+                                                "fill_na": "unknown"})
     yaml.safe_dump(data, open(ds, "w"), sort_keys=False)
     result = run_expid(project / "config", "InterFormer_tiny", project / "work")
     assert_user_error(result, "tiny_amazon", "building H5 from CSV failed", after_log=True)

@@ -9,17 +9,19 @@ from ..layers import MaskNetMerge
 
 
 def width_projections(embedding_layer, fields, embedding_dim):
-    """``Linear`` maps to ``d`` for the fields whose table has another width (e.g. frozen
-    pretrained embeddings), keyed by field."""
+    """``Linear`` maps to ``d`` for the fields whose table has another width or is frozen
+    (pretrained embeddings, SPEC §1: a frozen table of width ``d`` still needs a trainable
+    map into the model's token space), keyed by field."""
     tables = embedding_layer.embedding_layers
     return nn.ModuleDict({f: nn.Linear(tables[f].embedding_dim, embedding_dim, bias=False)
-                          for f in fields if tables[f].embedding_dim != embedding_dim})
+                          for f in fields
+                          if tables[f].embedding_dim != embedding_dim or not tables[f].weight.requires_grad})
 
 
 class FeatureArch(nn.Module):
     r"""Turns a FuxiCTR batch dict into ``X`` (non-sequence tokens), ``S`` and its mask.
 
-    - all numeric features -> one vector -> ``Linear`` -> ONE dense token;
+    - all numeric features -> one vector -> ``BatchNorm1d`` -> ``Linear`` -> ONE dense token;
     - each categorical feature -> its embedding token; a frozen pretrained embedding of
       another width is projected to ``d`` by a ``Linear``;
     - the ``k`` sequence fields (``type: sequence``, each sharing its target field's table
@@ -69,6 +71,9 @@ class FeatureArch(nn.Module):
             if field in self.embedding_layer.feature_encoders:
                 logging.info("InterFormer reads %s per position: ignoring its feature_encoder", field)
                 del self.embedding_layer.feature_encoders[field]
+        # raw numeric columns (BARS's Taobao price spans 0.01..1e5): a BatchNorm standardises
+        # them first, else the token's LayerNorm would erase their magnitude
+        self.dense_norm = nn.BatchNorm1d(len(self.dense_fields)) if self.dense_fields else None
         self.dense_token = nn.Linear(len(self.dense_fields), embedding_dim) if self.dense_fields else None
         self.projections = width_projections(self.embedding_layer, self.sparse_fields + self.sequence_fields,
                                              embedding_dim)
@@ -86,7 +91,7 @@ class FeatureArch(nn.Module):
         tokens = [self._embed(f, inputs[f]) for f in self.sparse_fields]
         if self.dense_token is not None:
             dense = torch.stack([inputs[f].float() for f in self.dense_fields], dim=-1)
-            tokens.insert(0, self.dense_token(dense))
+            tokens.insert(0, self.dense_token(self.dense_norm(dense)))
         X = torch.stack(tokens, dim=1)
         ids = torch.stack([inputs[f] for f in self.sequence_fields], dim=-1)  # [B, T, k]
         mask = (ids != 0).any(dim=-1)
