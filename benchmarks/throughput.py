@@ -45,6 +45,8 @@ from synthetic import batch, feature_map  # noqa: E402
 AMAZON_VOCAB = {"item_id": 63001 + 2, "cate_id": 801 + 2}  # BARS vocabularies + padding and OOV rows
 MODELS = {"InterFormer": "InterFormer_default", "DIN": "DIN_default", "TransAct": "TransAct_default",
           "DHEN": "DHEN_default"}
+# BARS's DIN on AmazonElectronics_x1 attends with the item and category embeddings together.
+FIELDS = {"DIN": dict(din_target_field=[("item_id", "cate_id")], din_sequence_field=[("item_history", "cate_history")])}
 
 
 def amazon_feature_map(T):
@@ -60,6 +62,7 @@ def amazon_feature_map(T):
 def build(name, fmap, device, model_zoo=None, **switches):
     """The model of ``MODELS[name]`` with its config's settings, plus ``switches`` (e.g. torch_compile)."""
     params = load_model_config_section(os.path.join(REPO, "config"), MODELS[name])
+    params.update(FIELDS.get(name, {}))
     params.update(verbose=0, model_root=tempfile.gettempdir(), gpu=0 if device == "cuda" else -1, **switches)
     torch.manual_seed(0)
     model = get_model(params["model"], model_zoo)(fmap, **params)
