@@ -50,6 +50,24 @@ ConfigLoader.add_constructor("tag:yaml.org,2002:python/tuple",
                              lambda loader, node: tuple(loader.construct_sequence(node)))
 
 
+class ConfigDumper(yaml.SafeDumper):
+    """Writes what :class:`ConfigLoader` reads, tuples included."""
+
+
+ConfigDumper.add_representer(tuple, lambda dumper, value: dumper.represent_sequence(
+    "tag:yaml.org,2002:python/tuple", list(value), flow_style=True))
+
+
+def load_yaml(stream):
+    """Parse a config file's text or stream (``!!python/tuple`` allowed)."""
+    return yaml.load(stream, Loader=ConfigLoader)
+
+
+def dump_yaml(data, stream=None, **kwargs):
+    """Write config data so :func:`load_yaml` reads it back unchanged."""
+    return yaml.dump(data, stream, Dumper=ConfigDumper, **kwargs)
+
+
 def _read_yaml(path):
     try:
         with open(path) as f:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from .atomic import atomic_write
-from .config import DATASET_KEYS, PATH_KEYS, RUNNER_KEYS, init_keywords, read_sections, suggest
+from .config import DATASET_KEYS, PATH_KEYS, RUNNER_KEYS, dump_yaml, init_keywords, read_sections, suggest
 from .errors import UserError
 
 TOP_KEYS = ("base_config", "base_expid", "dataset_id", "tuner_space", "model_config", "dataset_config")
@@ -250,7 +250,7 @@ def write_yaml_atomic(path, data, header=""):
     """Write ``data`` as YAML to ``path`` atomically (temporary file, then rename)."""
     with atomic_write(path) as f:
         f.write(header)
-        yaml.safe_dump(data, f, default_flow_style=None, sort_keys=False, indent=4, width=120)
+        dump_yaml(data, f, default_flow_style=None, sort_keys=False, indent=4, width=120)
 
 
 def write_expanded(cfg, trials, datasets):

@@ -4,13 +4,12 @@ import os
 import shutil
 import sys
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from conftest import REPO
+from interformer_fuxi.config import dump_yaml, load_yaml
 from interformer_fuxi.errors import UserError
 from interformer_fuxi.runner import build_model, prepare, run_expid
 
@@ -51,9 +50,9 @@ def bars_project(tmp_path):
 
 def drop_md5(config_dir, dataset_id):
     path = config_dir / "dataset_config.yaml"
-    data = yaml.safe_load(open(path))
+    data = load_yaml(open(path))
     del data[dataset_id]["md5"]
-    yaml.safe_dump(data, open(path, "w"), sort_keys=False)
+    dump_yaml(data, open(path, "w"), sort_keys=False)
 
 
 @pytest.mark.parametrize("expid, dataset_id, writer, dim", [

@@ -5,17 +5,17 @@ import subprocess
 import sys
 
 import torch
-import yaml
 
+from interformer_fuxi.config import dump_yaml, load_yaml
 from conftest import REPO, run_expid
 
 METRIC_LINE = re.compile(r"\[Metrics\] gAUC: ([\d.]+) - AUC: ([\d.]+) - logloss: ([\d.]+) - NE: ([\d.]+)")
 
 
 def edit_yaml(path, section, **changes):
-    data = yaml.safe_load(open(path))
+    data = load_yaml(open(path))
     data[section].update(changes)
-    yaml.safe_dump(data, open(path, "w"), sort_keys=False)
+    dump_yaml(data, open(path, "w"), sort_keys=False)
 
 
 def assert_user_error(result, *fragments, after_log=False):
@@ -99,10 +99,10 @@ def test_missing_column_names_column_and_file_and_leaves_no_partial_build(projec
 def test_failed_build_is_rebuilt_by_the_next_run(project):
     # A numeric column that does not parse is stopped by the validator, before the build.
     ds = project / "config" / "dataset_config.yaml"
-    data = yaml.safe_load(open(ds))
+    data = load_yaml(open(ds))
     data["tiny_amazon"]["feature_cols"][4] = {"name": "cate_history", "active": True, "dtype": "float",
                                               "type": "numeric"}
-    yaml.safe_dump(data, open(ds, "w"), sort_keys=False)
+    dump_yaml(data, open(ds, "w"), sort_keys=False)
     result = run_expid(project / "config", "InterFormer_tiny", project / "work")
     assert_user_error(result, "train.csv", "is not a number", "line 2:", after_log=True)
     assert no_partial_build(project)
@@ -114,10 +114,10 @@ def test_failed_build_is_rebuilt_by_the_next_run(project):
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
         df["price"] = ["" if i % 7 == 0 else "1.5" for i in range(len(df))]
         df.to_csv(path, index=False)
-    data = yaml.safe_load(open(os.path.join(REPO, "config", "dataset_config.yaml")))
+    data = load_yaml(open(os.path.join(REPO, "config", "dataset_config.yaml")))
     data["tiny_amazon"]["feature_cols"].append({"name": "price", "dtype": "float", "type": "numeric",
                                                 "fill_na": "unknown"})
-    yaml.safe_dump(data, open(ds, "w"), sort_keys=False)
+    dump_yaml(data, open(ds, "w"), sort_keys=False)
     result = run_expid(project / "config", "InterFormer_tiny", project / "work")
     assert_user_error(result, "tiny_amazon", "building H5 from CSV failed", after_log=True)
     assert no_partial_build(project)

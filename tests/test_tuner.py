@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 
+from interformer_fuxi.config import dump_yaml, load_yaml
 from conftest import REPO
 
 from interformer_fuxi import bars_export, tuner
@@ -102,13 +103,13 @@ def test_sweep_runs_the_grid_and_ranks_it(sweep):
     # expanded configs next to the yaml, complete, no temporary files left
     expanded = root / "config" / "tuner" / "tiny_tuner_config"
     assert sorted(os.listdir(expanded)) == ["dataset_config.yaml", "model_config.yaml"]
-    assert sorted(yaml.safe_load(open(expanded / "model_config.yaml"))) == sorted(results)
+    assert sorted(load_yaml(open(expanded / "model_config.yaml"))) == sorted(results)
 
 
 def test_dataset_key_gets_one_data_folder_per_value(sweep):
     root, _, result = sweep
     assert result.returncode == 0
-    datasets = yaml.safe_load(open(root / "config" / "tuner" / "tiny_tuner_config" / "dataset_config.yaml"))
+    datasets = load_yaml(open(root / "config" / "tuner" / "tiny_tuner_config" / "dataset_config.yaml"))
     assert len(datasets) == 2 and all(d.startswith("tiny_amazon_") for d in datasets)
     assert sorted(d["min_categr_count"] for d in datasets.values()) == [1, 200]
     built = sorted(os.listdir(root / "data" / "processed"))
@@ -120,7 +121,7 @@ def test_dataset_key_gets_one_data_folder_per_value(sweep):
         vocab[section["min_categr_count"]] = items["vocab_size"]
     assert vocab[200] < vocab[1]  # each trial really used its own data
     # each trial's section names its own dataset
-    models = yaml.safe_load(open(root / "config" / "tuner" / "tiny_tuner_config" / "model_config.yaml"))
+    models = load_yaml(open(root / "config" / "tuner" / "tiny_tuner_config" / "model_config.yaml"))
     assert sorted(m["dataset_id"] for m in models.values()) == sorted(datasets)
 
 
@@ -252,15 +253,15 @@ def test_tags_select_exactly_and_expids_are_stable(tmp_path, capsys):
 def test_bars_tuner_configs_expand(tmp_path):
     """The four BARS tuner yamls against stand-ins for their base expids and datasets."""
     shutil.copytree(os.path.join(REPO, "config"), tmp_path / "config")
-    models = yaml.safe_load(open(tmp_path / "config" / "model_config.yaml"))
-    datasets = yaml.safe_load(open(tmp_path / "config" / "dataset_config.yaml"))
+    models = load_yaml(open(tmp_path / "config" / "model_config.yaml"))
+    datasets = load_yaml(open(tmp_path / "config" / "dataset_config.yaml"))
     bases = {"amazonelectronics_x1": "InterFormer_amazon", "taobaoad_x1": "InterFormer_taobao",
              "kuaivideo_x1": "InterFormer_kuaivideo", "movielens1m_x1": "InterFormer_movielens1m"}
     for dataset_id, expid in bases.items():
         models.setdefault(expid, dict(models["InterFormer_default"], dataset_id=dataset_id))
         datasets.setdefault(dataset_id, copy.deepcopy(datasets["tiny_amazon"]))
-    yaml.safe_dump(models, open(tmp_path / "config" / "model_config.yaml", "w"))
-    yaml.safe_dump(datasets, open(tmp_path / "config" / "dataset_config.yaml", "w"))
+    dump_yaml(models, open(tmp_path / "config" / "model_config.yaml", "w"))
+    dump_yaml(datasets, open(tmp_path / "config" / "dataset_config.yaml", "w"))
     for dataset_id in bases:
         cfg = load_tuner_config(tmp_path / "config" / "tuner" / f"InterFormer_{dataset_id}_tuner_config.yaml")
         trials, data = enumerate_trials(cfg)
