@@ -131,8 +131,10 @@ def chart(suite, rows, path, title, oracle=None):
 
     metric = suite.chart_metric
     done = [r for r in rows if r["seeds_ok"] > 0]
-    fig, ax = plt.subplots(figsize=(max(5, 0.7 * len(rows) + 2), 3.6))
     groups = list(dict.fromkeys(r["group"] for r in rows if r["group"]))
+    fig, ax = plt.subplots(figsize=(max(5, 0.7 * (2.5 * len(groups) if groups else len(rows)) + 2), 3.6))
+    if oracle and oracle.get(metric):
+        ax.axhline(oracle[metric], color="k", ls="--", lw=1, label="oracle")
     if groups:  # grouped bars: one cluster per group, one bar per label within it
         labels = list(dict.fromkeys(r["entry"].split("/", 1)[1] for r in rows))
         width = 0.8 / len(labels)
@@ -146,7 +148,7 @@ def chart(suite, rows, path, title, oracle=None):
                     es.append(r[metric + "_std"])
             ax.bar(xs, ys, width, yerr=es, capsize=2, label=label)
         ax.set_xticks(range(len(groups)), groups)
-        ax.legend(fontsize=8, ncol=len(labels))
+        ax.legend(fontsize=8, ncol=len(labels) + 1)
     else:
         names = [r["entry"] for r in rows]
         ys = [r[metric] if r["seeds_ok"] else np.nan for r in rows]
@@ -154,9 +156,9 @@ def chart(suite, rows, path, title, oracle=None):
         ax.bar(range(len(rows)), ys, 0.6, yerr=es, capsize=3,
                color=["C1" if r["entry"] == suite.reference else "C0" for r in rows])
         ax.set_xticks(range(len(rows)), names, rotation=20, ha="right", fontsize=8)
+        if oracle and oracle.get(metric):
+            ax.legend(fontsize=8)
     values = [r[metric] for r in done] + ([oracle[metric]] if oracle and oracle.get(metric) else [])
-    if oracle and oracle.get(metric):
-        ax.axhline(oracle[metric], color="k", ls="--", lw=1, label="oracle")
     if values:  # zoom on the values: CTR metrics differ in the third decimal
         spread = max(max(values) - min(values), 1e-3)
         errs = max([r[metric + "_std"] for r in done] + [0])
