@@ -16,6 +16,8 @@ is recorded with its log and does not stop the others. Logs (and, with
 """
 import argparse
 import contextlib
+import copy
+import functools
 import hashlib
 import json
 import logging
@@ -77,9 +79,14 @@ def run_overrides(protocol, entry, dataset, lr, seed):
                 dataset_id=dataset)
 
 
+@functools.lru_cache(maxsize=None)
+def _load(config_dir, template, dataset_id):
+    return load_expid(config_dir, template, dataset_id=dataset_id)
+
+
 def resolve(config_dir, template, overrides):
     """The run's parameters as the runner will see them (config + dataset + overrides)."""
-    params = load_expid(config_dir, template, dataset_id=overrides["dataset_id"])
+    params = copy.deepcopy(_load(config_dir, template, overrides["dataset_id"]))
     params.update(overrides)
     return params
 
@@ -183,7 +190,9 @@ def execute_subprocess(spec):
     os.makedirs(spec["run_dir"], exist_ok=True)
     spec_path = os.path.join(spec["run_dir"], "spec.json")
     write_json(spec_path, spec)
-    env = dict(os.environ, OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
+    env = dict(os.environ)
+    if spec.get("threads"):
+        env.update(OMP_NUM_THREADS=str(spec["threads"]), MKL_NUM_THREADS=str(spec["threads"]))
     stderr_path = os.path.join(spec["run_dir"], "worker.txt")
     with open(stderr_path, "w") as err:
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", spec_path],
@@ -215,7 +224,8 @@ class Context:
         self.dataset, self.config, self.protocol, self.tiny = dataset, os.path.abspath(config), protocol, tiny
         self.results_dir = os.path.join(results_root, dataset)
         self.jobs = jobs
-        self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+        # in one process the caller's OMP_NUM_THREADS / torch default stands unless set
+        self.threads = threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
         self.gpu, self.keep_checkpoints, self.retry_failed = gpu, keep_checkpoints, retry_failed
 
     def cached(self, spec):
@@ -410,7 +420,8 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int, help="seeds in stage 2 (default: the suite's, 3 or 2)")
     parser.add_argument("--lrs", type=float, nargs="+", help="stage-1 learning rates (default: the protocol's)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel, each in its own process")
-    parser.add_argument("--threads", type=int, help="torch threads per run (default: CPUs / jobs)")
+    parser.add_argument("--threads", type=int, help="torch threads per run (default: CPUs / jobs with "
+                                                    "--jobs > 1, else torch's default / OMP_NUM_THREADS)")
     parser.add_argument("--gpu", type=int, default=-1)
     parser.add_argument("--tiny", action="store_true", help="use the <Model>_tiny templates (small networks)")
     parser.add_argument("--report", action="store_true", help="only rebuild tables and charts from the cache")
