@@ -214,3 +214,11 @@ def test_cli_errors_name_the_problem(tiny, tmp_path, capsys):
     assert ev.main(["--suite", "layers", "--dataset", "other", "--protocol", str(proto), "--config",
                     str(tiny / "config"), "--results", str(tmp_path / "r"), "--report"]) == 0
     assert os.path.isfile(tmp_path / "r" / "other" / "layers.md")
+
+
+def test_a_worker_that_dies_is_recorded_as_failed(tiny, tmp_path, monkeypatch):
+    spec = ev.make_spec(context(tiny, tmp_path, jobs=2), Entry("DOT", "DOT"), 3e-3, 2024, 1)
+    monkeypatch.setattr(ev.sys, "executable", "/bin/false")  # an interpreter that exits at once
+    record = ev.execute_subprocess(spec)
+    assert record["status"] == "failed" and "exited with code 1 before writing" in record["error"]
+    assert json.load(open(spec["out"]))["status"] == "failed" and os.path.isfile(record["log"])
