@@ -12,7 +12,7 @@ import inspect
 import os
 
 import yaml
-from fuxictr.utils import load_config
+from fuxictr.utils import load_dataset_config, load_model_config
 
 from .errors import UserError
 from .metrics import SUPPORTED_METRICS
@@ -99,8 +99,12 @@ def suggest(word, candidates):
     return f"; did you mean {by_lower[match[0]]!r}?" if match else ""
 
 
-def load_expid(config_dir, expid):
-    """The merged parameters of ``expid``, with its paths resolved; raises UserError."""
+def load_expid(config_dir, expid, dataset_id=None):
+    """The merged parameters of ``expid``, with its paths resolved; raises UserError.
+
+    ``dataset_id`` replaces the expid's own (e.g. a ``dataset_id: TBD`` template) *before*
+    the dataset's section is merged, so the run gets that dataset's data keys.
+    """
     config_dir = os.path.abspath(config_dir)
     if not os.path.isdir(config_dir):
         raise UserError(f"--config: directory not found: {config_dir}")
@@ -113,7 +117,7 @@ def load_expid(config_dir, expid):
                         f"(available in {config_dir}: {available})")
     section = models[expid] or {}
     base = models.get("Base") or {}
-    dataset_id = section.get("dataset_id", base.get("dataset_id"))
+    dataset_id = dataset_id or section.get("dataset_id", base.get("dataset_id"))
     datasets = read_sections(config_dir, "dataset_config")
     if dataset_id in (None, "TBD"):
         raise UserError(f"{expid}: dataset_id is {dataset_id or 'missing'}; this expid is a template, "
@@ -121,7 +125,8 @@ def load_expid(config_dir, expid):
     if dataset_id not in datasets:
         raise UserError(f"{expid}: dataset_id {dataset_id!r} is not in dataset_config"
                         f"{suggest(str(dataset_id), datasets)} (available: {', '.join(sorted(datasets))})")
-    params = load_config(config_dir, expid)
+    params = load_model_config(config_dir, expid)
+    params.update(load_dataset_config(config_dir, dataset_id))
     params["_model_keys"] = sorted(set(base) | set(section))
     params["_dataset_keys"] = sorted(datasets[dataset_id] or {})
     resolve_paths(params, os.path.dirname(config_dir))

@@ -54,9 +54,11 @@ def prepare(config_dir, expid, gpu=-1, overrides=None, log=True):
     from .data import build_h5, check_csv_columns, check_data_files, is_built
     from .registry import get_model
 
-    params = load_expid(config_dir, expid)
-    params.update(overrides or {})
-    params["_model_keys"] = sorted(set(params["_model_keys"]) | set(overrides or {}))
+    overrides = dict(overrides or {})
+    # an overridden dataset_id selects the dataset section that is merged, not just the name
+    params = load_expid(config_dir, expid, dataset_id=overrides.pop("dataset_id", None))
+    params.update(overrides)
+    params["_model_keys"] = sorted(set(params["_model_keys"]) | set(overrides))
     model_class = get_model(params.get("model"), params.get("model_zoo"))
     check_keys(params, model_class)
     csv_input = params.get("data_format", "csv") == "csv"
@@ -98,7 +100,9 @@ def pinned(model, *loaders):
 
 
 def run_expid(config_dir, expid, gpu=-1, overrides=None):
-    """Train and evaluate ``expid``; ``overrides`` replace config values (checked like them).
+    """Train and evaluate ``expid``; ``overrides`` replace config values (checked like them);
+    ``overrides={"dataset_id": ...}`` runs the expid (or a ``dataset_id: TBD`` template) on
+    that dataset, with that dataset's section.
 
     Returns ``(params, model, valid_result, test_result)``.
     """
