@@ -362,7 +362,7 @@ def dataset_oracle(ctx):
                             dataset_id=ctx.dataset)
     except UserError:
         return None
-    return oracle_hook.oracle_metrics(params, ctx.protocol, os.path.dirname(ctx.config))
+    return oracle_hook.oracle_metrics(params, ctx.protocol)
 
 
 def write_report(ctx, suite, n_seeds, oracle=None):

@@ -176,22 +176,21 @@ def test_fig2_references_its_own_interaction_module_and_charts(tmp_path):
     assert os.path.getsize(path) > 1000
 
 
-def test_oracle_hook_reads_true_probabilities(tiny, tmp_path):
+def test_oracle_hook_reads_the_datasets_true_probabilities(tiny, tmp_path):
     params = load_expid(str(tiny / "config"), "InterFormer_tiny")
     test = pd.read_csv(params["test_data"])
     rng = np.random.default_rng(0)
     p = np.clip(test["label"] * 0.6 + rng.uniform(0.1, 0.3, len(test)), 0.01, 0.99)
-    pd.DataFrame({"p_true": p, "label": test["label"], "user_id": test["user_id"]}).to_csv(
-        tmp_path / "oracle.csv", index=False)
+    pd.DataFrame({"p_true": p}).to_csv(tmp_path / "oracle.csv", index=False)
     import oracle
-    assert oracle.oracle_metrics(params, {}, str(tiny)) is None
-    assert oracle.oracle_metrics(params, {"oracle_file": "missing.csv"}, str(tiny)) is None
-    metrics = oracle.oracle_metrics(params, {"oracle_file": str(tmp_path / "oracle.csv")}, str(tiny))
+    assert oracle.oracle_metrics(params, {}) is None  # tiny_amazon has no oracle_data
+    assert oracle.oracle_metrics(dict(params, oracle_data=str(tmp_path / "missing.csv")), {}) is None
+    metrics = oracle.oracle_metrics(dict(params, oracle_data=str(tmp_path / "oracle.csv")), {})
     assert metrics["AUC"] == pytest.approx(1.0) and metrics["gAUC"] == pytest.approx(1.0)
     assert 0 < metrics["NE"] < 1
-    pd.DataFrame({"p": p}).to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(UserError, match="bad.csv: oracle file lacks the column 'p_true'"):
-        oracle.oracle_metrics(params, {"oracle_file": str(tmp_path / "bad.csv")}, str(tiny))
+    pd.DataFrame({"p_true": p[:10]}).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(UserError, match="short.csv: 10 rows of p_true"):
+        oracle.oracle_metrics(dict(params, oracle_data=str(tmp_path / "short.csv")), {})
 
 
 def test_dataset_id_override_merges_that_datasets_section(tiny):

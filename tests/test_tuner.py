@@ -270,7 +270,7 @@ def test_bars_tuner_configs_expand(tmp_path):
         assert sorted({t.section["num_heads"] for t in trials}) == [1, 2, 4, 8]
         first = trials[0].section
         assert first["monitor"] == {"gAUC": 1, "AUC": 1} and first["monitor_mode"] == "max"
-        assert first["metrics"] == ["gAUC", "AUC", "logloss"] and first["seed"] == 20222023
+        assert first["metrics"] == ["gAUC", "AUC", "logloss", "NE"] and first["seed"] == 20222023
         assert first["model_root"] == f"checkpoints/InterFormer_{dataset_id}/"
 
 
