@@ -71,3 +71,26 @@ def test_mixed_precision_is_checked_and_is_a_no_op_on_cpu():
     plain, bf16 = build(DIN), build(DIN, mixed_precision="bf16")
     assert torch.equal(predictions(plain, data), predictions(bf16, data))
     assert torch.equal(plain.predict_batch(data), bf16.predict_batch(data))
+
+
+def test_attention_fast_layout_equals_the_plain_formulation():
+    """q/k rotated together in the projection's layout == per-head rotate_half on q and k."""
+    import math
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    B, N, d, H = 3, 9, 16, 2
+    mha = RotaryMultiheadAttention(d, H)
+    x, mask = torch.randn(B, N, d), torch.rand(B, N) > 0.3
+    mask[0] = False  # an empty row too
+    positions = valid_positions(mask)
+    q, k, v = mha.qkv(x).view(B, N, 3, H, d // H).permute(2, 0, 3, 1, 4)
+    q, k = mha.rope(q, positions), mha.rope(k, positions)
+    has_key = mask.any(-1)
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(d // H)).masked_fill(
+        ~(mask | ~has_key[:, None])[:, None, None, :], float("-inf"))
+    plain = mha.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, N, d)) * has_key[:, None, None]
+    assert torch.allclose(mha(x, mask, positions), plain, atol=1e-6)
+    qk = torch.randn(B, N, 2, H, d // H)
+    rotated = mha.rope.rotate_tokens(qk, positions, bound=N)
+    assert torch.allclose(rotated.permute(2, 0, 3, 1, 4), mha.rope(qk.permute(2, 0, 3, 1, 4), positions),
+                          atol=1e-6)

@@ -62,13 +62,17 @@ class RotaryMultiheadAttention(nn.Module):
                 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         B, N, _ = x.shape
         H, dh = self.num_heads, self.head_dim
-        q, k, v = self.qkv(x).view(B, N, 3, H, dh).permute(2, 0, 3, 1, 4)  # each [B, H, N, dh]
+        qkv = self.qkv(x).view(B, N, 3, H, dh)
         if self.rope is not None:
             if positions is None:
                 positions = torch.arange(N, device=x.device).expand(B, N)
-            cos, sin = self.rope.tables(positions, q.dtype, bound=N)  # positions < N
-            q, k = self.rope.rotate(q, cos, sin), self.rope.rotate(k, cos, sin)
-
+            qk, v = qkv.split([2, 1], dim=2)
+            # q and k rotated together in the projection's layout; positions < N by contract
+            q, k = self.rope.rotate_tokens(qk, positions, bound=N).unbind(2)
+            v = v.squeeze(2)
+        else:
+            q, k, v = qkv.unbind(2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # each [B, H, N, dh]
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=x.device)
         mask = mask.bool()

@@ -62,18 +62,38 @@ class RotaryEmbedding(nn.Module):
         :func:`valid_positions`), which keeps the step free of the host sync that reading
         ``positions.max()`` costs on a GPU.
         """
-        needed = int(bound) if bound is not None else (int(positions.max().item()) + 1 if positions.numel() else 0)
-        if needed > self.cos_cached.shape[0]:
-            # Grow geometrically so a slowly increasing max position rebuilds rarely.
-            self._build(max(needed, 2 * self.cos_cached.shape[0]))
+        self._grow(positions, bound)
         positions = positions.long()
         cos = self.cos_cached[positions].unsqueeze(1).to(dtype)
         sin = self.sin_cached[positions].unsqueeze(1).to(dtype)
         return cos, sin
 
+    def _grow(self, positions, bound):
+        needed = int(bound) if bound is not None else (int(positions.max().item()) + 1 if positions.numel() else 0)
+        if needed > self.cos_cached.shape[0]:
+            # Grow geometrically so a slowly increasing max position rebuilds rarely.
+            self._build(max(needed, 2 * self.cos_cached.shape[0]))
+
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         return x * cos + rotate_half(x) * sin
+
+    def rotate_tokens(self, x: torch.Tensor, positions: torch.Tensor, bound=None) -> torch.Tensor:
+        """The same rotation for token-major ``x [B, N, ..., dh]`` (e.g. q and k together as
+        ``[B, N, 2, H, dh]``, straight from a fused projection).
+
+        Written on the two halves, ``[x1 c - x2 s, x2 c + x1 s]`` with the ``dh/2`` distinct
+        angles, it touches each element fewer times than ``x cos + rotate_half(x) sin``
+        (no negated copy, one concatenation) and broadcasts the tables over q/k and heads.
+        """
+        self._grow(positions, bound)
+        B, N, half = x.shape[0], x.shape[1], self.head_dim // 2
+        shape = (B, N) + (1,) * (x.dim() - 3) + (half,)
+        positions = positions.long()
+        cos = self.cos_cached[:, :half][positions].reshape(shape).to(x.dtype)
+        sin = self.sin_cached[:, :half][positions].reshape(shape).to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         cos, sin = self.tables(positions, x.dtype)
