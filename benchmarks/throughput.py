@@ -39,6 +39,7 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
 from interformer_fuxi.config import load_model_config_section  # noqa: E402
+from interformer_fuxi.cpu_heap import keep_freed_memory  # noqa: E402
 from interformer_fuxi.registry import get_model  # noqa: E402
 from synthetic import batch, feature_map  # noqa: E402
 
@@ -352,6 +353,8 @@ def main(argv=None):
         if name not in args.models:
             args.models.insert(0 if name == "InterFormer" else 1, name)
 
+    if args.device == "cpu":
+        keep_freed_memory()  # as run_expid.py does for CPU training (interformer_fuxi/cpu_heap.py)
     start = time.perf_counter()
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {device_name}; torch {torch.__version__}; batch {args.batch}; T={args.T}", flush=True)

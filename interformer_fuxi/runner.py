@@ -14,6 +14,7 @@ from datetime import datetime
 
 import torch
 
+from .cpu_heap import keep_freed_memory
 from .errors import UserError
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
@@ -72,6 +73,8 @@ def prepare(config_dir, expid, gpu=-1, overrides=None, log=True):
         logging.info("Params: " + print_to_json({k: v for k, v in params.items() if not k.startswith("_")}))
     if gpu >= 0 and not torch.cuda.is_available():
         logging.warning("--gpu %d requested but CUDA is not available: running on CPU", gpu)
+    if gpu < 0 or not torch.cuda.is_available():
+        keep_freed_memory()  # CPU training: reuse freed activations instead of fresh mmaps
     seed_everything(seed=params.get("seed", 2019))
 
     data_dir = os.path.join(params["data_root"], params["dataset_id"])

@@ -94,3 +94,22 @@ def test_attention_fast_layout_equals_the_plain_formulation():
     rotated = mha.rope.rotate_tokens(qk, positions, bound=N)
     assert torch.allclose(rotated.permute(2, 0, 3, 1, 4), mha.rope(qk.permute(2, 0, 3, 1, 4), positions),
                           atol=1e-6)
+
+
+def test_pma_without_projecting_keys_and_values_equals_the_plain_attention():
+    import math
+    from interformer_fuxi.layers import PMA
+    torch.manual_seed(0)
+    B, N, d, H, k = 4, 11, 16, 2, 3
+    pma = PMA(d, num_seeds=k, num_heads=H).eval()
+    S, mask = torch.randn(B, N, d), torch.rand(B, N) > 0.4
+    mask[0] = False
+    mask[1, 0] = True
+    q = pma.q_proj(pma.seeds).view(1, k, H, d // H).transpose(1, 2)
+    key = pma.k_proj(S).view(B, N, H, d // H).transpose(1, 2)
+    val = pma.v_proj(S).view(B, N, H, d // H).transpose(1, 2)
+    has_key = mask.any(-1)
+    scores = (q @ key.transpose(-2, -1) / math.sqrt(d // H)).masked_fill(
+        ~(mask | ~has_key[:, None])[:, None, None, :], float("-inf"))
+    plain = pma.out_proj((scores.softmax(-1) @ val).transpose(1, 2).reshape(B, k, d)) * has_key[:, None, None]
+    assert torch.allclose(pma(S, mask), plain, atol=1e-6)

@@ -1,4 +1,5 @@
 """Pooling by Multihead Attention (Lee et al. 2019, Set Transformer) for S_PMA (Eq. 11)."""
+import math
 from typing import Optional
 
 import torch
@@ -10,7 +11,7 @@ class PMA(nn.Module):
     r"""``k`` learnable seed queries attend over a masked set of tokens.
 
     ``PMA(S) = Out( Attention(Q_seeds W_q, S W_k, S W_v, key_mask) )`` with separate q/k/v/out
-    projections and ``F.scaled_dot_product_attention``. No positions: the pooling is
+    projections, computed without projecting the N keys and values (see ``forward``). No positions: the pooling is
     order-invariant, so padding side does not matter. A sample with no valid key gets
     zeros (finite).
 
@@ -48,7 +49,8 @@ class PMA(nn.Module):
         self.seeds = nn.Parameter(torch.empty(num_seeds, embedding_dim))
         nn.init.xavier_uniform_(self.seeds)  # as in the Set Transformer reference code
         self.q_proj = nn.Linear(embedding_dim, embedding_dim)
-        self.k_proj = nn.Linear(embedding_dim, embedding_dim)
+        # no key bias: it adds the same score to every key of a query, which softmax ignores
+        self.k_proj = nn.Linear(embedding_dim, embedding_dim, bias=False)
         self.v_proj = nn.Linear(embedding_dim, embedding_dim)
         self.out_proj = nn.Linear(embedding_dim, embedding_dim)
 
@@ -57,17 +59,25 @@ class PMA(nn.Module):
         if self.num_seeds == 0:
             return S.new_zeros(B, 0, d)
         H, dh, k = self.num_heads, d // self.num_heads, self.num_seeds
-        q = self.q_proj(self.seeds).view(1, k, H, dh).transpose(1, 2).expand(B, H, k, dh)
-        key = self.k_proj(S).view(B, N, H, dh).transpose(1, 2)
-        val = self.v_proj(S).view(B, N, H, dh).transpose(1, 2)
+        # The queries are the same for every sample, so fold them into the key projection
+        # instead of projecting all N tokens: q_h . (W_k,h s + b_k,h) = (W_k,h^T q_h) . s + const,
+        # and the constant q_h . b_k,h cancels in the softmax. Likewise the values are pooled
+        # before their projection: sum_n a_n (W_v,h s_n + b_v,h) = W_v,h (sum_n a_n s_n) + b_v,h.
+        # Same attention as projecting keys and values, ~d/(H k) times fewer FLOPs.
+        q = self.q_proj(self.seeds).view(k, H, dh)
+        q_keys = torch.einsum("khe,hed->hkd", q, self.k_proj.weight.view(H, dh, d)).reshape(H * k, d)
+        scores = torch.matmul(S, q_keys.t()) / math.sqrt(dh)                  # [B, N, H k], one GEMM
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=S.device)
         mask = mask.bool()
         has_key = mask.any(dim=-1)
         # Samples without keys attend to all slots (finite), then are zeroed.
-        attn_mask = (mask | ~has_key.unsqueeze(-1)).view(B, 1, 1, N)
-        dropout_p = self.attention_dropout if self.training else 0.0
-        attn = F.scaled_dot_product_attention(q, key, val, attn_mask=attn_mask, dropout_p=dropout_p)
+        attn_mask = (mask | ~has_key.unsqueeze(-1)).unsqueeze(-1)              # [B, N, 1]
+        weights = torch.softmax(scores.masked_fill(~attn_mask, float("-inf")), dim=1)  # over N
+        weights = F.dropout(weights, p=self.attention_dropout, training=self.training)
+        pooled = torch.bmm(weights.transpose(1, 2), S).view(B, H, k, d)        # [B, H, k, d]
+        attn = torch.einsum("bhkd,hed->bhke", pooled, self.v_proj.weight.view(H, dh, d))
+        attn = attn + self.v_proj.bias.view(1, H, 1, dh)                       # [B, H, k, dh]
         out = self.out_proj(attn.transpose(1, 2).reshape(B, k, d))
         return out * has_key.view(B, 1, 1).to(out.dtype)
 
