@@ -12,7 +12,9 @@ history full so all models do their worst-case work) and the same batch size:
   FuxiCTR's ``train_step``), with data loading excluded (batches already in memory) and
   included (FuxiCTR's ``H5DataLoader`` over an H5 file of the same rows);
 - evaluation samples/s and single-row latency p50/p99; peak memory of the training step
-  (growth of the process's resident memory on CPU, ``max_memory_allocated`` on CUDA);
+  (on CPU: the growth of the resident memory of a fresh process with glibc's default heap,
+  where freed tensors go back to the system, so the growth is the step's live peak; on
+  CUDA: ``max_memory_allocated``);
 - model FLOPs per sample (``torch.utils.flop_counter``, with the CPU flash-attention
   kernels counted too), the achieved FLOP/s and its fraction of the fp32 matmul peak
   measured in the same run (a large square ``mm``: what this machine's BLAS reaches);
@@ -172,6 +174,24 @@ class PeakMemory:
             self.peak = max(self._max, self._rss()) - self._base
 
 
+def _peak_rss_growth(name, size, T):
+    """Runs in a fresh process (default glibc heap): RSS growth over two training steps."""
+    fmap = amazon_feature_map(T)
+    model = build(name, fmap, "cpu")
+    batches = make_batches(fmap, size, 1, "cpu")
+    with PeakMemory("cpu") as memory:
+        model.train_step(batches[0])
+        model.train_step(batches[0])
+    return memory.peak
+
+
+def cpu_peak_memory(name, size, T):
+    import concurrent.futures
+    import multiprocessing
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_peak_rss_growth, name, size, T).result()
+
+
 def train_sps(model, batches, steps, warmup, device):
     """Samples/s of ``train_step`` over in-memory batches; also the peak memory of the steps."""
     for i in range(warmup):
@@ -280,6 +300,8 @@ def measure_model(name, fmap, args, peak, h5_path, full):
         sps, memory = train_sps(model, batches, args.steps, args.warmup, args.device)
         row = {"train_sps": sps, "peak_mem_mb": memory / 2 ** 20, "train_flops": train_flops,
                "fwd_flops": fwd_flops, "flops_per_s": sps * train_flops, "flop_util": sps * train_flops / peak}
+        if args.device == "cpu":
+            row["peak_mem_mb"] = cpu_peak_memory(name, size, args.T) / 2 ** 20 if full else float("nan")
         if full:
             loader = fuxictr_loader(fmap, h5_path, size)
             row["train_sps_loader"] = train_sps_with_loader(model, loader, args.steps, args.device)
@@ -386,7 +408,7 @@ def main(argv=None):
             rows.append([name, size, f"{res['params']:,}", f"{r['train_sps']:,.0f}",
                          f"{r['train_sps_loader']:,.0f}" if "train_sps_loader" in r else "-",
                          f"{r['eval_sps']:,.0f}" if "eval_sps" in r else "-", f"{r['train_flops'] / 1e6:.1f}",
-                         f"{r['flops_per_s'] / 1e9:.1f}", f"{r['flop_util']:.1%}", f"{r['peak_mem_mb']:,.0f}",
+                         f"{r['flops_per_s'] / 1e9:.1f}", f"{r['flop_util']:.1%}", "-" if r["peak_mem_mb"] != r["peak_mem_mb"] else f"{r['peak_mem_mb']:,.0f}",
                          f"{lat[0]:.1f} / {lat[1]:.1f}" if lat else "-"])
     report = [f"Device: {device_name}; torch {torch.__version__}; T={args.T}; "
               f"matmul peak {peak / 1e9:,.1f} GFLOP/s; H5 loader {loader_rate:,.0f} samples/s (batch {b}).",
