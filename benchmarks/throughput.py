@@ -290,28 +290,49 @@ def table(headers, rows):
     return "\n".join(lines)
 
 
-def measure_model(name, fmap, args, peak, h5_path, full):
-    model = build(name, fmap, args.device, args.model_zoo, **switches(args))
-    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    out = {"model": name, "params": params, "batches": {}}
+def interleaved_train_sps(models, batches, args):
+    """Median training samples/s of each model over ``args.rounds`` rounds that take turns
+    (A, B, A, B, ...), so slow drifts of a shared machine hit every model alike."""
+    for model in models.values():
+        for i in range(args.warmup):
+            model.train_step(batches[i % len(batches)])
+    rounds = {name: [] for name in models}
+    memory = {}
+    for _ in range(args.rounds):
+        for name, model in models.items():
+            sps, peak = train_sps(model, batches, args.steps, 0, args.device)
+            rounds[name].append(sps)
+            memory[name] = max(memory.get(name, 0), peak)
+    return {name: float(np.median(values)) for name, values in rounds.items()}, rounds, memory
+
+
+def measure_models(names, fmap, args, peak, h5_path, full):
+    models = {name: build(name, fmap, args.device, args.model_zoo, **switches(args)) for name in names}
+    out = {name: {"model": name, "params": sum(p.numel() for p in m.parameters() if p.requires_grad),
+                  "batches": {}} for name, m in models.items()}
     for size in args.batch:
         batches = make_batches(fmap, size, 2, args.device)
-        train_flops, fwd_flops = flops_per_sample(model, batches[0])
-        sps, memory = train_sps(model, batches, args.steps, args.warmup, args.device)
-        row = {"train_sps": sps, "peak_mem_mb": memory / 2 ** 20, "train_flops": train_flops,
-               "fwd_flops": fwd_flops, "flops_per_s": sps * train_flops, "flop_util": sps * train_flops / peak}
-        if args.device == "cpu":
-            row["peak_mem_mb"] = cpu_peak_memory(name, size, args.T) / 2 ** 20 if full else float("nan")
-        if full:
-            loader = fuxictr_loader(fmap, h5_path, size)
-            row["train_sps_loader"] = train_sps_with_loader(model, loader, args.steps, args.device)
-            row["eval_sps"] = eval_sps(model, batches, args.steps, args.device)
-        out["batches"][size] = row
-        print(f"  {name} batch {size}: {sps:,.0f} train samples/s, {train_flops / 1e6:.1f} MFLOP/sample, "
-              f"{row['flop_util']:.1%} of the matmul peak", flush=True)
+        flops = {name: flops_per_sample(model, batches[0]) for name, model in models.items()}
+        sps, rounds, memory = interleaved_train_sps(models, batches, args)
+        for name, model in models.items():
+            train_flops, fwd_flops = flops[name]
+            row = {"train_sps": sps[name], "rounds": rounds[name], "peak_mem_mb": memory[name] / 2 ** 20,
+                   "train_flops": train_flops, "fwd_flops": fwd_flops, "flops_per_s": sps[name] * train_flops,
+                   "flop_util": sps[name] * train_flops / peak}
+            if args.device == "cpu":
+                row["peak_mem_mb"] = cpu_peak_memory(name, size, args.T) / 2 ** 20 if full else float("nan")
+            if full:
+                loader = fuxictr_loader(fmap, h5_path, size)
+                row["train_sps_loader"] = train_sps_with_loader(model, loader, args.steps, args.device)
+                row["eval_sps"] = eval_sps(model, batches, args.steps, args.device)
+            out[name]["batches"][size] = row
+            print(f"  {name} batch {size}: {sps[name]:,.0f} train samples/s (rounds: "
+                  f"{', '.join(f'{r:,.0f}' for r in rounds[name])}), {train_flops / 1e6:.1f} MFLOP/sample, "
+                  f"{row['flop_util']:.1%} of the matmul peak", flush=True)
     if full:
         row = make_batches(fmap, 1, 1, args.device)[0]
-        out["latency"] = latency_ms(model, row, args.latency_reps, args.device)
+        for name, model in models.items():
+            out[name]["latency"] = latency_ms(model, row, args.latency_reps, args.device)
     return out
 
 
@@ -355,6 +376,7 @@ def main(argv=None):
     parser.add_argument("--rows_base", type=int, default=8192)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per model (median)")
     parser.add_argument("--latency_reps", type=int, default=200)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
@@ -365,8 +387,7 @@ def main(argv=None):
     if args.quick:
         args.models = [m for m in args.models if m in ("InterFormer", "DIN")] or ["InterFormer", "DIN"]
         args.batch = args.batch or [1024]
-        args.steps = args.steps or 3
-        args.warmup = 1
+        args.steps = args.steps or 2
     args.batch = args.batch or [1024, 2048]
     args.steps = args.steps or 8
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -393,7 +414,7 @@ def main(argv=None):
         h5_path = write_h5(fmap, max(args.batch) * (args.steps + 2), os.path.join(workdir, "train.h5"))
         loader_rate = loader_sps(fuxictr_loader(fmap, h5_path, args.batch[0]), args.steps + 2)
         print(f"FuxiCTR H5DataLoader alone, batch {args.batch[0]}: {loader_rate:,.0f} samples/s", flush=True)
-        results = {name: measure_model(name, fmap, args, peak, h5_path, full) for name in args.models}
+        results = measure_models(args.models, fmap, args, peak, h5_path, full)
         T_rows = scaling_in_T(args, peak) if full else []
         row_rows = scaling_in_rows(fmap, args, workdir) if full else []
 
