@@ -39,14 +39,15 @@ import csv
 import glob
 import io
 import os
-import re
-import shutil
 import subprocess
 import sys
 import zipfile
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from interformer_fuxi.atomic import atomic_dir  # noqa: E402
 
 GENRES = ["Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
           "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War",
@@ -193,21 +194,9 @@ def _histories(tokens, lo):
 
 
 def write_atomically(parts, out):
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with atomic_dir(out) as tmp:
         for name, df in parts.items():
             df[COLUMNS].to_csv(os.path.join(tmp, name + ".csv"), index=False)
-        old = tmp + ".old"
-        if os.path.exists(out):
-            os.rename(out, old)
-        os.rename(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def fetch_wheel(cache):

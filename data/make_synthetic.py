@@ -34,10 +34,13 @@ Usage: ``python data/make_synthetic.py [--out data/synthetic_x1] [--users 4000] 
 """
 import argparse
 import os
-import shutil
+import sys
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from interformer_fuxi.atomic import atomic_dir  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DIM = 8          # item vector size
@@ -161,22 +164,11 @@ def generate(users=4000, items=3000, cates=40, history=30, rows=80000, groups=8,
 
 def write(parts, out):
     """Write the CSVs (and the oracle side files) into a temporary folder, then rename it."""
-    parent = os.path.dirname(os.path.abspath(out))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out)}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
+    with atomic_dir(out) as tmp:
         for name, df in parts.items():
             df.drop(columns="p_true").to_csv(os.path.join(tmp, name + ".csv"), index=False)
             if name != "train":
                 df[["p_true"]].to_csv(os.path.join(tmp, name + "_oracle.csv"), index=False, float_format="%.6f")
-        if os.path.exists(out):
-            os.rename(out, tmp + ".old")
-        os.rename(tmp, out)
-        shutil.rmtree(tmp + ".old", ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv=None):

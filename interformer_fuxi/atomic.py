@@ -21,3 +21,22 @@ def atomic_write(path, newline=None):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path):
+    """``with atomic_dir(out) as tmp: <write files into tmp>``: ``out`` is replaced by the
+    complete folder at the end, or left as it was if the block fails."""
+    import shutil
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(path) + ".tmp-", dir=parent)
+    try:
+        yield tmp
+        old = tmp + ".old"
+        if os.path.exists(path):
+            os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

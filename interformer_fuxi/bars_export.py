@@ -22,6 +22,7 @@ import sys
 
 import numpy as np
 
+from .atomic import atomic_dir
 from .environment import environment, format_block, git_commit
 from .errors import UserError
 from .results import rank, read_results
@@ -200,13 +201,10 @@ def export(args):
     out_dir = os.path.abspath(args.out_dir)
     os.makedirs(out_dir, exist_ok=True)
     final = os.path.join(out_dir, folder)
-    tmp = os.path.join(out_dir, f".{folder}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        os.makedirs(tmp)
+    with atomic_dir(final) as tmp:
         env = environment()
         _write(os.path.join(tmp, "README.md"), readme(cfg, folder, best, runs, results, datasets, env, log_text,
-                                                                sum(t.expid in results for t in trials), args.expid is not None))
+                                                      sum(t.expid in results for t in trials), args.expid is not None))
         _write(os.path.join(tmp, "environments.txt"),
                "[Hardware]\n" + format_block(env["hardware"]) + "\n\n[Software]\n" + format_block(env["software"]) + "\n")
         shutil.copyfile(cfg.path, os.path.join(tmp, os.path.basename(cfg.path)))
@@ -215,13 +213,6 @@ def export(args):
         write_yaml_atomic(os.path.join(tmp, "model_config.yaml"), {t.expid: t.section for t in runs})
         _write(os.path.join(tmp, "results.csv"), "".join(results[t.expid]["line"] + "\n" for t in runs))
         shutil.copyfile(log_path, os.path.join(tmp, best.expid + ".log"))
-        old = os.path.join(out_dir, f".{folder}.old-{os.getpid()}")
-        if os.path.exists(final):
-            os.rename(final, old)
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     print(f"{final}/: {best.expid}" + (f" and {len(runs) - 1} other seed(s)" if len(runs) > 1 else "")
           + f" from {results_csv}")
     return final

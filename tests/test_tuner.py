@@ -168,7 +168,9 @@ def test_bars_export_folder(sweep, monkeypatch, capsys):
     # the folder is a config dir in the repository root: its relative paths find the data
     params = load_expid(str(folder), best)
     assert params["train_data"] == str(root / "data" / "tiny_amazon" / "train.csv")
-    assert params["min_categr_count"] == 1
+    swept = load_expid(str(root / "config" / "tuner" / "tiny_tuner_config"), best)
+    assert params["dataset_id"] == swept["dataset_id"]
+    assert params["min_categr_count"] == swept["min_categr_count"]  # the best trial's own data setting
 
 
 def test_export_errors(sweep, tmp_path, monkeypatch, capsys):
