@@ -44,7 +44,7 @@ import evidence_report as report  # noqa: E402
 import oracle as oracle_hook  # noqa: E402
 from evidence_suites import SUITES  # noqa: E402
 from interformer_fuxi.config import PATH_KEYS, load_expid  # noqa: E402
-from interformer_fuxi.errors import UserError  # noqa: E402
+from interformer_fuxi.errors import UserError, report as report_error  # noqa: E402
 
 DEFAULT_PROTOCOL = os.path.join(HERE, "protocol.yaml")
 DEFAULT_RESULTS = os.path.join(HERE, "results")
@@ -452,8 +452,7 @@ def main(argv=None):
                       args.threads, args.gpu, args.keep_checkpoints, args.retry_failed)
         run_suites(ctx, suites, lambda s: args.seeds or s.seeds, report_only=args.report)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(exc)
     return 0
 
 

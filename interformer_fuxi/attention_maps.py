@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, report
 
 
 def sample_maps(model, batch_data, index):
@@ -81,8 +81,7 @@ def main(argv=None):
         out = args.out or os.path.join(os.path.dirname(model.checkpoint), f"{args.expid}_attention.png")
         render(maps, labels, out, f"{args.expid}: test sample {args.sample}, mean over heads")
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     print(f"wrote {out}")
     return 0
 

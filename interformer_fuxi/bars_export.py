@@ -24,7 +24,7 @@ import numpy as np
 
 from .atomic import atomic_dir
 from .environment import environment, format_block, git_commit
-from .errors import UserError
+from .errors import UserError, report
 from .results import rank, read_results
 from .tuner_config import enumerate_trials, load_tuner_config, resolved, write_yaml_atomic
 
@@ -228,8 +228,7 @@ def main(argv=None):
     try:
         export(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     return 0
 
 

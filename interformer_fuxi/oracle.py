@@ -15,7 +15,7 @@ import sys
 
 import pandas as pd
 
-from .errors import UserError
+from .errors import UserError, report
 from .metrics import evaluate_metrics
 
 
@@ -96,8 +96,7 @@ def main(argv=None):
         print(f"model   {fmt(result)}")
         print("share of oracle  " + " - ".join(f"{k}: {v:.1%}" for k, v in share_of_oracle(result, oracle).items()))
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     return 0
 
 

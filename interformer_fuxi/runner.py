@@ -15,7 +15,7 @@ from datetime import datetime
 import torch
 
 from .cpu_heap import keep_freed_memory
-from .errors import UserError
+from .errors import UserError, report
 
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
 
@@ -159,6 +159,5 @@ def main(argv=None):
     try:
         run(args, command)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     return 0

@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .errors import UserError
+from .errors import UserError, report
 from .results import format_table, rank, read_results, summary_table, write_csv_atomic
 from .tuner_config import enumerate_trials, load_tuner_config, resolved, select_trials, write_expanded
 
@@ -212,8 +212,7 @@ def main(argv=None):
     try:
         return tune(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(exc)
     except KeyboardInterrupt:
         print("interrupted: running trials stopped; rerun the same command to resume", file=sys.stderr)
         return 130
