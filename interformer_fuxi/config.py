@@ -71,7 +71,7 @@ def dump_yaml(data, stream=None, **kwargs):
 def _read_yaml(path):
     try:
         with open(path) as f:
-            data = yaml.load(f, Loader=ConfigLoader) or {}
+            data = load_yaml(f) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

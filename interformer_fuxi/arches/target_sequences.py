@@ -21,6 +21,17 @@ def _as_groups(value):
     return [(item,) if isinstance(item, str) else tuple(item) for item in value]
 
 
+def _check_fields(features, targets, sequences, key):
+    """Targets must be categorical, sequences sequences of one ``max_len`` (read together)."""
+    for field, kind, side in [(f, "categorical", "target") for f in targets] + \
+                             [(f, "sequence", "sequence") for f in sequences]:
+        if features.get(field, {}).get("type") != kind:
+            raise ValueError(f"{key}_{side}_field: {field!r} is not a {kind} feature of the dataset")
+    if len({features[f].get("max_len") for f in sequences}) > 1:
+        raise ValueError(f"{key}_sequence_field: {list(sequences)} have different max_len; sequences read "
+                         "together must be aligned")
+
+
 def resolve_groups(feature_map, target_field, sequence_field, key="din"):
     """Normalise the two config keys to ``[(targets, sequences), ...]`` and check them.
 
@@ -37,16 +48,8 @@ def resolve_groups(feature_map, target_field, sequence_field, key="din"):
     if len(targets) != len(sequences) or any(len(t) != len(s) for t, s in zip(targets, sequences)):
         raise ValueError(f"{key}_target_field {target_field} and {key}_sequence_field {sequence_field} "
                          "must pair up group by group and field by field")
-    features = feature_map.features
     for group_t, group_s in zip(targets, sequences):
-        for field, kind, side in [(f, "categorical", "target") for f in group_t] + \
-                                 [(f, "sequence", "sequence") for f in group_s]:
-            if features.get(field, {}).get("type") != kind:
-                raise ValueError(f"{key}_{side}_field: {field!r} is not a {kind} feature of the dataset")
-        lengths = {features[f].get("max_len") for f in group_s}
-        if len(lengths) > 1:
-            raise ValueError(f"{key}_sequence_field: {list(group_s)} have different max_len; a group's "
-                             "sequences must be aligned")
+        _check_fields(feature_map.features, group_t, group_s, key)
     return list(zip(targets, sequences))
 
 
@@ -64,12 +67,5 @@ def resolve_fields(feature_map, target_field, sequence_field, key="transact"):
     if not targets or not sequences:
         raise ValueError(f"no sequence shares a categorical feature's embedding; set {key}_target_field "
                          f"and {key}_sequence_field")
-    features = feature_map.features
-    for field, kind, side in [(f, "categorical", "target") for f in targets] + \
-                             [(f, "sequence", "sequence") for f in sequences]:
-        if features.get(field, {}).get("type") != kind:
-            raise ValueError(f"{key}_{side}_field: {field!r} is not a {kind} feature of the dataset")
-    if len({features[f].get("max_len") for f in sequences}) > 1:
-        raise ValueError(f"{key}_sequence_field: {sequences} have different max_len; the fields of one "
-                         f"action sequence must be aligned (set {key}_sequence_field)")
+    _check_fields(feature_map.features, targets, sequences, key)
     return tuple(targets), tuple(sequences)
