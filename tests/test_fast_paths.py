@@ -36,14 +36,14 @@ def test_fused_adam_trains_like_the_plain_adam(model_class):
     assert torch.allclose(predictions(fused, data), predictions(plain, data), atol=1e-5)
 
 
-def test_rope_tables_computed_once_equal_the_per_call_rotation():
+def test_rope_token_major_rotation_equals_the_per_head_rotation():
     rope = RotaryEmbedding(8, max_positions=4)
     mask = torch.rand(3, 12) > 0.3
     positions = valid_positions(mask)
-    x = torch.randn(3, 2, 12, 8)
-    cos, sin = rope.tables(positions, bound=12)  # grows the tables without reading positions
+    x = torch.randn(3, 12, 2, 8)  # [B, N, q/k, dh]
+    rotated = rope.rotate_tokens(x, positions, bound=12)  # grows the tables without reading positions
     assert rope.cos_cached.shape[0] >= 12
-    assert torch.equal(rope.rotate(x, cos, sin), rope(x, positions))
+    assert torch.allclose(rotated.permute(0, 2, 1, 3), rope(x.permute(0, 2, 1, 3), positions), atol=1e-6)
 
 
 def test_attention_step_has_no_host_sync_for_positions(monkeypatch):

@@ -45,15 +45,14 @@ class DCNv2Net(nn.Module):
         if model_structure not in STRUCTURES:
             raise ValueError(f"model_structure must be one of {', '.join(STRUCTURES)}, got {model_structure!r}")
         self.structure = model_structure
-        if model_structure != "crossnet_only" and not list(
-                parallel_dnn_hidden_units if model_structure == "parallel" else stacked_dnn_hidden_units):
-            raise ValueError(f"model_structure {model_structure} needs {model_structure}_dnn_hidden_units")
         self.cross_net = CrossNetV2(input_dim, num_cross_layers, low_rank)
-        units = {"parallel": list(parallel_dnn_hidden_units), "stacked": list(stacked_dnn_hidden_units)}.get(
-            model_structure)
-        self.dnn = MLP_Block(input_dim, units, hidden_activations, dropout_rates=net_dropout) if units else None
-        out_dim = {"parallel": input_dim + (units or [0])[-1], "stacked": (units or [0])[-1]}.get(
-            model_structure, input_dim)
+        self.dnn, out_dim = None, input_dim
+        if model_structure != "crossnet_only":
+            units = list(parallel_dnn_hidden_units if model_structure == "parallel" else stacked_dnn_hidden_units)
+            if not units:
+                raise ValueError(f"model_structure {model_structure} needs {model_structure}_dnn_hidden_units")
+            self.dnn = MLP_Block(input_dim, units, hidden_activations, dropout_rates=net_dropout)
+            out_dim = units[-1] + (input_dim if model_structure == "parallel" else 0)
         self.fc = nn.Linear(out_dim, 1)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:

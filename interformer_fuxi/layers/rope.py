@@ -55,28 +55,13 @@ class RotaryEmbedding(nn.Module):
         self.cos_cached = emb.cos()
         self.sin_cached = emb.sin()
 
-    def tables(self, positions: torch.Tensor, dtype: torch.dtype = torch.float32, bound=None):
-        """``cos``, ``sin`` of ``positions [B, N]`` as ``[B, 1, N, dh]`` (compute once, rotate q and k).
-
-        ``bound``: a known upper bound of the positions (e.g. ``N`` for the ranks of
-        :func:`valid_positions`), which keeps the step free of the host sync that reading
-        ``positions.max()`` costs on a GPU.
-        """
-        self._grow(positions, bound)
-        positions = positions.long()
-        cos = self.cos_cached[positions].unsqueeze(1).to(dtype)
-        sin = self.sin_cached[positions].unsqueeze(1).to(dtype)
-        return cos, sin
-
     def _grow(self, positions, bound):
+        """Make the tables cover the positions; ``bound``, a known upper bound (e.g. ``N`` for
+        :func:`valid_positions` ranks), spares the host sync of reading ``positions.max()``."""
         needed = int(bound) if bound is not None else (int(positions.max().item()) + 1 if positions.numel() else 0)
         if needed > self.cos_cached.shape[0]:
             # Grow geometrically so a slowly increasing max position rebuilds rarely.
             self._build(max(needed, 2 * self.cos_cached.shape[0]))
-
-    @staticmethod
-    def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        return x * cos + rotate_half(x) * sin
 
     def rotate_tokens(self, x: torch.Tensor, positions: torch.Tensor, bound=None) -> torch.Tensor:
         """The same rotation for token-major ``x [B, N, ..., dh]`` (e.g. q and k together as
@@ -96,8 +81,11 @@ class RotaryEmbedding(nn.Module):
         return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        cos, sin = self.tables(positions, x.dtype)
-        return self.rotate(x, cos, sin)
+        self._grow(positions, None)
+        positions = positions.long()
+        cos = self.cos_cached[positions].unsqueeze(1).to(x.dtype)  # [B, 1, N, dh]
+        sin = self.sin_cached[positions].unsqueeze(1).to(x.dtype)
+        return x * cos + rotate_half(x) * sin
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, base={self.base}"
