@@ -27,6 +27,7 @@ The last line is ``RESULT interformer_train_sps=… din_train_sps=… speedup=�
 loader_ratio=…``.
 """
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -193,17 +194,19 @@ def cpu_peak_memory(name, size, T):
 
 
 def train_sps(model, batches, steps, warmup, device):
-    """Samples/s of ``train_step`` over in-memory batches; also the peak memory of the steps."""
+    """Samples/s of ``train_step`` over in-memory batches; on CUDA also the steps' peak memory
+    (on CPU that comes from a fresh process, :func:`cpu_peak_memory`: no polling thread
+    competes with the timed steps)."""
     for i in range(warmup):
         model.train_step(batches[i % len(batches)])
     _sync(device)
-    with PeakMemory(device) as memory:
+    with PeakMemory(device) if device == "cuda" else contextlib.nullcontext() as memory:
         start = time.perf_counter()
         for i in range(steps):
             model.train_step(batches[i % len(batches)])
         _sync(device)
         elapsed = time.perf_counter() - start
-    return steps * batches[0].shape[0] / elapsed, memory.peak
+    return steps * batches[0].shape[0] / elapsed, memory.peak if memory else float("nan")
 
 
 def train_sps_with_loader(model, loader, steps, device):
@@ -302,7 +305,7 @@ def interleaved_train_sps(models, batches, args):
         for name, model in models.items():
             sps, peak = train_sps(model, batches, args.steps, 0, args.device)
             rounds[name].append(sps)
-            memory[name] = max(memory.get(name, 0), peak)
+            memory[name] = max(memory.get(name, peak), peak)
     return {name: float(np.median(values)) for name, values in rounds.items()}, rounds, memory
 
 
@@ -319,8 +322,8 @@ def measure_models(names, fmap, args, peak, h5_path, full):
             row = {"train_sps": sps[name], "rounds": rounds[name], "peak_mem_mb": memory[name] / 2 ** 20,
                    "train_flops": train_flops, "fwd_flops": fwd_flops, "flops_per_s": sps[name] * train_flops,
                    "flop_util": sps[name] * train_flops / peak}
-            if args.device == "cpu":
-                row["peak_mem_mb"] = cpu_peak_memory(name, size, args.T) / 2 ** 20 if full else float("nan")
+            if args.device == "cpu" and full:
+                row["peak_mem_mb"] = cpu_peak_memory(name, size, args.T) / 2 ** 20
             if full:
                 loader = fuxictr_loader(fmap, h5_path, size)
                 row["train_sps_loader"] = train_sps_with_loader(model, loader, args.steps, args.device)
