@@ -248,8 +248,10 @@ def monitor_value(record):
 
 
 def stage1_specs(ctx, suite):
+    """Per entry, the lr-search runs its lr comes from (those of its ``lr_of`` entry, if any)."""
     seed = seeds_of(ctx, 1)[0]
-    return {e.name: [make_spec(ctx, e, lr, seed, 1) for lr in ctx.protocol["lrs"]] for e in suite.entries}
+    return {e.name: [make_spec(ctx, e.lr_of or e, lr, seed, 1) for lr in ctx.protocol["lrs"]]
+            for e in suite.entries}
 
 
 def choose_lr(ctx, specs):
@@ -330,6 +332,8 @@ def entry_results(ctx, suite, n_seeds):
         records = [r for r in records if r is not None]
         failed = [r for r in records if r["status"] != "ok"]
         notes = [note] if note else []
+        if suite.entry(name).lr_of:
+            notes.append(f"lr of {suite.entry(name).lr_of.name}")
         if missing:
             notes.append(f"{missing} seed(s) not run")
         if failed:
@@ -343,7 +347,8 @@ def protocol_lines(ctx, n_seeds):
              f"of {os.path.relpath(ctx.config, REPO) if ctx.config.startswith(REPO) else ctx.config}",
              "protocol (every model): " + ", ".join(f"{k}={v}" for k, v in sorted(ctx.protocol["params"].items())),
              f"learning rate: best validation monitor of {list(ctx.protocol['lrs'])} on seed "
-             f"{ctx.protocol['seed']}; then seeds {seeds_of(ctx, n_seeds)} at that rate (test metrics)"]
+             f"{ctx.protocol['seed']}, per model (an ablation uses its model's, see the notes); then seeds "
+             f"{seeds_of(ctx, n_seeds)} at that rate (test metrics)"]
     try:
         params = load_expid(ctx.config, "InterFormer_tiny" if ctx.tiny else "InterFormer_default",
                             dataset_id=ctx.dataset)

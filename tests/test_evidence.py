@@ -110,6 +110,36 @@ def test_lr_is_chosen_on_validation_and_reused_by_stage_2(tiny, tmp_path):
     assert pd.read_csv(os.path.join(ctx.results_dir, "lr-tiny.csv")).loc[0, "lr"] == best
 
 
+def test_an_ablation_trains_at_its_models_lr_without_a_search_of_its_own(tiny, tmp_path):
+    ctx = context(tiny, tmp_path, lrs=(1e-3, 1e-2))
+    model = Entry("InterFormer", "InterFormer", {"num_layers": 1})
+    ablation = Entry("w/o MHA", "InterFormer", {"num_layers": 1, "use_mha": False}, lr_of=model)
+    suite = Suite("abl", "abl", (model, ablation), reference="InterFormer", seeds=2)
+    lines = []
+    ev.run_suites(ctx, [suite], lambda s: 2, out=lines.append)
+    assert any(line.startswith("Plan: stage 1 (lr search): 2 runs,") for line in lines)
+    records = records_of(ctx)
+    stage1 = {r["lr"]: r for r in records if r["stage"] == 1}
+    assert set(stage1) == {1e-3, 1e-2} and {r["entry"] for r in stage1.values()} == {"InterFormer"}
+    best = max(stage1, key=lambda lr: ev.monitor_value(stage1[lr]))
+    ablated = [r for r in records if r["entry"] == "w/o MHA"]
+    assert sorted((r["lr"], r["seed"], r["stage"]) for r in ablated) == [(best, 2024, 2), (best, 2025, 2)]
+    assert all(r["params"]["use_mha"] is False for r in ablated)
+    table = pd.read_csv(os.path.join(ctx.results_dir, "abl-tiny.csv")).set_index("entry")
+    assert table.loc["w/o MHA", "lr"] == best and "lr of InterFormer" in table.loc["w/o MHA", "note"]
+
+
+def test_paper_suites_search_lr_per_model_and_reuse_it_for_ablations():
+    fig2 = SUITES["fig2"]
+    for arch in ("DOT", "DCNv2", "DHEN"):
+        assert fig2.entry(f"{arch}/int").lr_of is None
+        assert all(fig2.entry(f"{arch}/{mode}").lr_of.name == f"{arch}/int" for mode in ("sole", "sep", "n2s", "s2n"))
+    for name in ("fig5", "layers"):
+        owners = {e.lr_of.name for e in SUITES[name].entries if e.lr_of}
+        assert owners == {"InterFormer"}
+    assert all(e.lr_of is None for e in SUITES["table3"].entries + SUITES["fig3"].entries)
+
+
 def test_a_failing_run_is_recorded_and_the_others_finish(tiny, tmp_path):
     ctx = context(tiny, tmp_path)
     suite = Suite("f", "f", (Entry("bad", "InterFormer", {"interleave_mode": "both"}), Entry("DOT", "DOT")),
