@@ -370,6 +370,15 @@ def dataset_oracle(ctx):
     return oracle_hook.oracle_metrics(params, ctx.protocol)
 
 
+def run_cost(ctx, suite, records):
+    """One line: how many runs the suite's table rests on (lr search included) and their time."""
+    runs = {s["key"]: ctx.cached(s) for specs in stage1_specs(ctx, suite).values() for s in specs}
+    runs.update({r["key"]: r for r in records})
+    done = [r for r in runs.values() if r is not None]
+    minutes = sum(r.get("wall_seconds", 0) for r in done) / 60
+    return f"runs: {len(done)} (lr search included), {minutes:.1f} minutes of run time in all (one process each)"
+
+
 def write_report(ctx, suite, n_seeds, oracle=None):
     """Write ``<suite>[-tiny].md/.csv/.png`` from the cache; return the Markdown."""
     results = entry_results(ctx, suite, n_seeds)
@@ -378,6 +387,7 @@ def write_report(ctx, suite, n_seeds, oracle=None):
     machines = sorted({json.dumps(r["machine"], sort_keys=True) for r in records if r.get("machine")})
     lines = protocol_lines(ctx, n_seeds)
     lines += [f"machine: {', '.join(f'{k}={v}' for k, v in json.loads(m).items())}" for m in machines]
+    lines.append(run_cost(ctx, suite, records))
     if suite.paper:
         lines.append(f"paper: {suite.paper}")
     stem = os.path.join(ctx.results_dir, suite.name + ("-tiny" if ctx.tiny else ""))

@@ -74,6 +74,8 @@ def test_two_run_suite_table_cache_and_chart(tiny, tmp_path, monkeypatch):
     assert list(frame["entry"]) == ["InterFormer", "DOT"]
     assert frame.loc[1, "gAUC"] == pytest.approx(records["DOT"]["test"]["gAUC"])
     assert os.path.getsize(os.path.join(ctx.results_dir, "mini-tiny.png")) > 1000
+    minutes = sum(r["wall_seconds"] for r in records.values()) / 60
+    assert f"- runs: 2 (lr search included), {minutes:.1f} minutes of run time" in text
 
     # a rerun trains nothing and writes the same table
     monkeypatch.setattr(ev, "execute", lambda spec: pytest.fail("a cached run was trained again"))
