@@ -46,6 +46,18 @@ def test_rope_token_major_rotation_equals_the_per_head_rotation():
     assert torch.allclose(rotated.permute(0, 2, 1, 3), rope(x.permute(0, 2, 1, 3), positions), atol=1e-6)
 
 
+def test_rope_hand_written_backward_equals_autograd_of_the_plain_rotation():
+    rope = RotaryEmbedding(8).double()
+    positions = valid_positions(torch.rand(3, 12) > 0.3)
+    x = torch.randn(3, 12, 2, 2, 8, dtype=torch.float64, requires_grad=True)  # [B, N, q/k, H, dh]
+    assert torch.autograd.gradcheck(lambda t: rope.rotate_tokens(t, positions, bound=12), (x,))
+    grad = torch.randn_like(x)
+    fast, = torch.autograd.grad(rope.rotate_tokens(x, positions, bound=12), x, grad)
+    plain_out = rope(x.permute(0, 2, 3, 1, 4).reshape(3, 4, 12, 8), positions)  # [B, q/k*H, N, dh]
+    plain, = torch.autograd.grad(plain_out, x, grad.permute(0, 2, 3, 1, 4).reshape(3, 4, 12, 8))
+    assert torch.allclose(fast, plain, atol=1e-12)
+
+
 def test_attention_step_has_no_host_sync_for_positions(monkeypatch):
     mha = RotaryMultiheadAttention(16, 2)
     x, mask = torch.randn(2, 7, 16), torch.rand(2, 7) > 0.3
@@ -62,6 +74,11 @@ def test_torch_compile_switch_keeps_predictions():
     compiled = build(InterFormer, num_layers=1, torch_compile=True)
     compiled.load_state_dict(eager.state_dict())
     assert torch.allclose(predictions(compiled, data), predictions(eager, data), atol=1e-5)
+
+
+def test_torch_compile_mode_is_checked():
+    with pytest.raises(ValueError, match="torch_compile must be one of .*reduce-overhead"):
+        build(DIN, torch_compile="fastest")
 
 
 def test_mixed_precision_is_checked_and_is_a_no_op_on_cpu():
@@ -90,6 +107,9 @@ def test_attention_fast_layout_equals_the_plain_formulation():
         ~(mask | ~has_key[:, None])[:, None, None, :], float("-inf"))
     plain = mha.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, N, d)) * has_key[:, None, None]
     assert torch.allclose(mha(x, mask, positions), plain, atol=1e-6)
+    mask[:, 0] = True  # every row has a key: the caller may skip the empty-row handling
+    positions = valid_positions(mask)
+    assert torch.allclose(mha(x, mask, positions, keys_nonempty=True), mha(x, mask, positions), atol=1e-6)
     qk = torch.randn(B, N, 2, H, d // H)
     rotated = mha.rope.rotate_tokens(qk, positions, bound=N)
     assert torch.allclose(rotated.permute(2, 0, 3, 1, 4), mha.rope(qk.permute(2, 0, 3, 1, 4), positions),

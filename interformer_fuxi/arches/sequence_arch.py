@@ -26,7 +26,7 @@ class SequenceArch(nn.Module):
 
     Shapes:
         X_sum ``[B, n_sum, d]`` (or None when not personalized), S ``[B, N, d]``,
-        mask ``[B, N]`` -> ``[B, N, d]`` (and attention weights ``[B, H, N, N]`` if asked).
+        mask ``[B, N]`` (its CLS columns always True) -> ``[B, N, d]`` (and attention weights ``[B, H, N, N]`` if asked).
 
     Example::
 
@@ -57,9 +57,11 @@ class SequenceArch(nn.Module):
             S = self._block(S, lambda s: self.pffn(X_sum if self.personalized else None, s), self.pffn_norm)
         if self.mha is not None:
             positions = valid_positions(mask)
+            # every row holds valid CLS tokens, so the MHA has no empty row to handle
             if need_weights:
-                out, weights = self.mha(self.mha_norm(S) if self.residual_norm else S, mask, positions, True)
+                out, weights = self.mha(self.mha_norm(S) if self.residual_norm else S, mask, positions, True,
+                                        keys_nonempty=True)
                 S = S + out if self.residual_norm else out
             else:
-                S = self._block(S, lambda s: self.mha(s, mask, positions), self.mha_norm)
+                S = self._block(S, lambda s: self.mha(s, mask, positions, keys_nonempty=True), self.mha_norm)
         return (S, weights) if need_weights else S

@@ -18,8 +18,9 @@ class RotaryMultiheadAttention(nn.Module):
 
     Edge cases: a sample with no valid key is attended as if all keys were valid (so no
     softmax over an empty set, no NaN) and its output is then set to exactly zero.
-    Queries at padded positions are computed like any other query (they attend to valid
-    keys); callers ignore them via the mask.
+    A caller whose rows always hold a valid key (the Sequence Arch's CLS tokens) passes
+    ``keys_nonempty=True`` and skips that handling. Queries at padded positions are computed
+    like any other query (they attend to valid keys); callers ignore them via the mask.
 
     Args:
         embedding_dim (int): ``d``, divisible by ``num_heads``.
@@ -58,8 +59,8 @@ class RotaryMultiheadAttention(nn.Module):
         self.rope = RotaryEmbedding(self.head_dim) if use_rope else None
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                positions: Optional[torch.Tensor] = None, need_weights: bool = False
-                ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+                positions: Optional[torch.Tensor] = None, need_weights: bool = False,
+                keys_nonempty: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         B, N, _ = x.shape
         H, dh = self.num_heads, self.head_dim
         qkv = self.qkv(x).view(B, N, 3, H, dh)
@@ -76,9 +77,12 @@ class RotaryMultiheadAttention(nn.Module):
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=x.device)
         mask = mask.bool()
-        has_key = mask.any(dim=-1)  # [B]
-        # Empty rows attend to everything (finite softmax), then get zeroed below.
-        attn_mask = (mask | ~has_key.unsqueeze(-1)).view(B, 1, 1, N)
+        if keys_nonempty:  # the caller's guarantee (e.g. CLS tokens): no empty row to handle
+            has_key, attn_mask = None, mask.view(B, 1, 1, N)
+        else:
+            has_key = mask.any(dim=-1)  # [B]
+            # Empty rows attend to everything (finite softmax), then get zeroed below.
+            attn_mask = (mask | ~has_key.unsqueeze(-1)).view(B, 1, 1, N)
         dropout_p = self.attention_dropout if self.training else 0.0
 
         weights = None
@@ -86,13 +90,15 @@ class RotaryMultiheadAttention(nn.Module):
             scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dh)
             scores = scores.masked_fill(~attn_mask, float("-inf"))
             weights = torch.softmax(scores, dim=-1)
-            weights = weights * has_key.view(B, 1, 1, 1).to(weights.dtype)
+            if has_key is not None:
+                weights = weights * has_key.view(B, 1, 1, 1).to(weights.dtype)
             attn = torch.matmul(F.dropout(weights, p=dropout_p, training=self.training), v)
         else:
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
         out = self.out_proj(attn.transpose(1, 2).reshape(B, N, self.embedding_dim))
-        out = out * has_key.view(B, 1, 1).to(out.dtype)
+        if has_key is not None:
+            out = out * has_key.view(B, 1, 1).to(out.dtype)
         return (out, weights) if need_weights else out
 
     def extra_repr(self) -> str:

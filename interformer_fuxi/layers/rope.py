@@ -68,8 +68,8 @@ class RotaryEmbedding(nn.Module):
         ``[B, N, 2, H, dh]``, straight from a fused projection).
 
         Written on the two halves, ``[x1 c - x2 s, x2 c + x1 s]`` with the ``dh/2`` distinct
-        angles, it touches each element fewer times than ``x cos + rotate_half(x) sin``
-        (no negated copy, one concatenation) and broadcasts the tables over q/k and heads.
+        angles, broadcast over q/k and heads; its backward is the inverse rotation of the
+        gradient (:class:`_Rotate`), so autograd keeps no copy of ``x``.
         """
         self._grow(positions, bound)
         B, N, half = x.shape[0], x.shape[1], self.head_dim // 2
@@ -77,8 +77,10 @@ class RotaryEmbedding(nn.Module):
         positions = positions.long()
         cos = self.cos_cached[:, :half][positions].reshape(shape).to(x.dtype)
         sin = self.sin_cached[:, :half][positions].reshape(shape).to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        if torch.compiler.is_compiling():  # the compiler fuses the plain form and derives its backward
+            x1, x2 = x.chunk(2, dim=-1)
+            return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        return _Rotate.apply(x, cos, sin)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         self._grow(positions, None)
@@ -89,3 +91,31 @@ class RotaryEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, base={self.base}"
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
+    """``[x1 c - x2 s, x2 c + x1 s]`` (``sign=-1``: the inverse rotation), written straight
+    into the two halves of one output: four passes, no temporaries, no concatenation."""
+    half = x.shape[-1] // 2
+    out = torch.empty_like(x)
+    x1, x2, o1, o2 = x[..., :half], x[..., half:], out[..., :half], out[..., half:]
+    torch.mul(x1, cos, out=o1)
+    o1.addcmul_(x2, sin, value=-sign)
+    torch.mul(x2, cos, out=o2)
+    o2.addcmul_(x1, sin, value=sign)
+    return out
+
+
+class _Rotate(torch.autograd.Function):
+    """Rotation by angles ``(cos, sin)``; the gradient is rotated back by the same angles.
+    Only the small tables are saved for backward (angles carry no gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin, 1.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, sin, -1.0), None, None

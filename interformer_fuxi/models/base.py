@@ -6,7 +6,8 @@ CTR), a vectorised gAUC, an evaluation loop without per-batch Python list growth
 record of the training: ``fit_history`` (per-epoch wall time with and without the
 validation passes, the epoch of the best checkpoint), which benchmarks read.
 Speed switches (model-config keys): ``fused_optimizer`` (default true: fused Adam),
-``mixed_precision: bf16`` (autocast on CUDA), ``torch_compile`` (default false); each
+``mixed_precision: bf16`` (autocast on CUDA), ``torch_compile`` (default false; true or a
+``torch.compile`` mode such as ``reduce-overhead``, CUDA graphs on top); each
 batch goes to the device in one non-blocking copy.
 """
 import logging
@@ -21,6 +22,9 @@ from tqdm import tqdm
 
 from .. import metrics as ctr_metrics
 
+# ``torch_compile``: off, on (inductor's default), or one of torch.compile's modes
+COMPILE_MODES = (False, None, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 class CTRModel(BaseModel):
     """FuxiCTR ``BaseModel`` plus NE, fast gAUC and a parameter count that is returned."""
@@ -32,6 +36,9 @@ class CTRModel(BaseModel):
         kwargs.setdefault("metrics", ["AUC", "logloss"])
         if mixed_precision not in (None, "bf16"):
             raise ValueError(f"mixed_precision must be null or bf16, got {mixed_precision!r}")
+        if torch_compile not in COMPILE_MODES:
+            raise ValueError(f"torch_compile must be one of {', '.join(map(str, COMPILE_MODES))}, "
+                             f"got {torch_compile!r}")
         # Set before BaseModel.__init__: a FuxiCTR zoo model calls compile() inside its own __init__.
         self._fused_optimizer = fused_optimizer
         self._mixed_precision = mixed_precision
@@ -55,7 +62,8 @@ class CTRModel(BaseModel):
         """Every model calls this last in its constructor: the place to compile the forward."""
         super().model_to_device()
         if self._torch_compile:
-            self.forward = torch.compile(self.forward)
+            mode = None if self._torch_compile is True else self._torch_compile
+            self.forward = torch.compile(self.forward, mode=mode)
 
     def autocast(self):
         """bf16 autocast on CUDA when ``mixed_precision: bf16``; a no-op otherwise."""
