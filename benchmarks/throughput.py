@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py --quick            # InterFormer vs DIN, batch 1024, T=100 (< 2 min)
     python benchmarks/throughput.py                    # everything, tables for docs/performance.md
-    python benchmarks/throughput.py --device cuda [--bf16]
+    python benchmarks/throughput.py --device cuda [--bf16] [--compile [reduce-overhead]]
 
 One process measures, on the same synthetic AmazonElectronics_x1-scale data (item and
 category vocabularies of the dataset, histories of length T sharing those tables, every
@@ -68,6 +68,7 @@ def build(name, fmap, device, model_zoo=None, **switches):
     params = load_model_config_section(os.path.join(REPO, "config"), MODELS[name])
     params.update(FIELDS.get(name, {}))
     params.update(verbose=0, model_root=tempfile.gettempdir(), gpu=0 if device == "cuda" else -1, **switches)
+    fmap.default_emb_dim = params.get("embedding_dim")  # as FeatureMap.load sets it (FuxiCTR zoo models read it)
     torch.manual_seed(0)
     model = get_model(params["model"], model_zoo)(fmap, **params)
     model._max_gradient_norm = params.get("max_gradient_norm", 10.0)
@@ -118,6 +119,13 @@ def flops_per_sample(model, data):
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(data)
     return train / data.shape[0], counter.get_total_flops() / data.shape[0]
+
+
+def model_flops(name, fmap, data, args):
+    """FLOPs per sample of model ``name``, counted on an eager fp32 twin: the count is the
+    model's, whatever runs it, and a forward compiled under the counter's dispatch mode
+    would not be compiled at all."""
+    return flops_per_sample(build(name, fmap, args.device, args.model_zoo), data)
 
 
 def matmul_peak(device, dtype=torch.float32, n=2048, reps=10):
@@ -315,8 +323,14 @@ def measure_models(names, fmap, args, peak, h5_path, full):
                   "batches": {}} for name, m in models.items()}
     for size in args.batch:
         batches = make_batches(fmap, size, 2, args.device)
-        flops = {name: flops_per_sample(model, batches[0]) for name, model in models.items()}
+        flops = {name: model_flops(name, fmap, batches[0], args) for name in models}
         sps, rounds, memory = interleaved_train_sps(models, batches, args)
+        if args.compile:  # the warm-up steps compiled the forwards: say so, or stop
+            from torch._dynamo.utils import counters
+            graphs = counters["stats"]["unique_graphs"]
+            if not graphs:
+                raise SystemExit("--compile: torch.compile compiled no graph; the timings would be eager")
+            print(f"  torch.compile: {graphs} graphs compiled so far", flush=True)
         for name, model in models.items():
             train_flops, fwd_flops = flops[name]
             row = {"train_sps": sps[name], "rounds": rounds[name], "peak_mem_mb": memory[name] / 2 ** 20,
@@ -345,7 +359,7 @@ def scaling_in_T(args, peak):
         fmap = amazon_feature_map(T)
         model = build("InterFormer", fmap, args.device, **switches(args))
         batches = make_batches(fmap, args.batch[0], 1, args.device)
-        train_flops, _ = flops_per_sample(model, batches[0])
+        train_flops, _ = model_flops("InterFormer", fmap, batches[0], args)
         sps, _ = train_sps(model, batches, max(2, args.steps // 2), 1, args.device)
         rows.append((T, sps, train_flops))
         print(f"  InterFormer T={T}: {sps:,.0f} samples/s, {train_flops / 1e6:.1f} MFLOP/sample", flush=True)
@@ -378,12 +392,13 @@ def main(argv=None):
     parser.add_argument("--T_sweep", nargs="+", type=int, default=[50, 100, 200, 500, 1000])
     parser.add_argument("--rows_base", type=int, default=8192)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=4, help="untimed steps first (the CPU heap settles in ~4)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds per model (median)")
     parser.add_argument("--latency_reps", type=int, default=200)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the models' forward")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE",
+                        help="torch.compile the models' forward (optionally with a mode, e.g. reduce-overhead)")
     parser.add_argument("--model_zoo", default=None, help="a FuxiCTR checkout's model_zoo/: use its DIN")
     parser.add_argument("--out", default=None, help="write the Markdown tables here")
     args = parser.parse_args(argv)
@@ -403,7 +418,9 @@ def main(argv=None):
         keep_freed_memory()  # as run_expid.py does for CPU training (interformer_fuxi/cpu_heap.py)
     start = time.perf_counter()
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {device_name}; torch {torch.__version__}; batch {args.batch}; T={args.T}", flush=True)
+    mode = "".join([", bf16 autocast" if args.bf16 else "",
+                    f", torch.compile ({'default' if args.compile is True else args.compile})" if args.compile else ""])
+    print(f"device: {device_name}{mode}; torch {torch.__version__}; batch {args.batch}; T={args.T}", flush=True)
     peak = matmul_peak(args.device)
     print(f"fp32 matmul peak (2048^3 mm): {peak / 1e9:,.1f} GFLOP/s", flush=True)
     if args.device == "cuda":
@@ -434,7 +451,7 @@ def main(argv=None):
                          f"{r['eval_sps']:,.0f}" if "eval_sps" in r else "-", f"{r['train_flops'] / 1e6:.1f}",
                          f"{r['flops_per_s'] / 1e9:.1f}", f"{r['flop_util']:.1%}", "-" if r["peak_mem_mb"] != r["peak_mem_mb"] else f"{r['peak_mem_mb']:,.0f}",
                          f"{lat[0]:.1f} / {lat[1]:.1f}" if lat else "-"])
-    report = [f"Device: {device_name}; torch {torch.__version__}; T={args.T}; "
+    report = [f"Device: {device_name}{mode}; torch {torch.__version__}; T={args.T}; "
               f"matmul peak {peak / 1e9:,.1f} GFLOP/s; H5 loader {loader_rate:,.0f} samples/s (batch {b}).",
               "", table(headers, rows)]
     if T_rows:

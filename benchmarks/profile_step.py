@@ -1,0 +1,67 @@
+"""Where a model's training step spends its time: torch.profiler over a few steps, by op.
+
+    python benchmarks/profile_step.py                                 # InterFormer, CPU, batch 1024
+    python benchmarks/profile_step.py --device cuda --batch 2048 [--bf16] [--compile]
+
+Same models and synthetic AmazonElectronics_x1-scale data as ``throughput.py``. After
+``--warmup`` steps (long enough for the CPU heap to stop growing, and for a compile), it
+profiles ``--steps`` training steps and prints the ops that took the most time on the
+device (CUDA kernels' time on a GPU; self CPU time on the CPU), with their share of the total.
+"""
+import argparse
+import os
+import sys
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from throughput import MODELS, amazon_feature_map, build, make_batches  # noqa: E402
+from interformer_fuxi.cpu_heap import keep_freed_memory  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="InterFormer", choices=list(MODELS))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--T", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
+    parser.add_argument("--compile", nargs="?", const=True, default=False, metavar="MODE")
+    parser.add_argument("--rows", type=int, default=25, help="ops to print")
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: CUDA is not available")
+    if args.device == "cpu":
+        keep_freed_memory()
+    fmap = amazon_feature_map(args.T)
+    model = build(args.model, fmap, args.device, mixed_precision="bf16" if args.bf16 else None,
+                  torch_compile=args.compile)
+    data = make_batches(fmap, args.batch, 1, args.device)[0]
+    for _ in range(args.warmup):
+        model.train_step(data)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    with profile(activities=activities) as prof:
+        for _ in range(args.steps):
+            model.train_step(data)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    if args.device == "cuda":  # the kernels alone: an op's device time is its kernels' time again
+        events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+    key = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, key) for e in events)
+    print(f"{args.model}, batch {args.batch}, T={args.T}, {args.device}"
+          f"{', bf16' if args.bf16 else ''}{', compiled' if args.compile else ''}: "
+          f"{total / args.steps / 1e3:.1f} ms of {'kernel' if args.device == 'cuda' else 'op'} time per step")
+    for e in sorted(events, key=lambda e: -getattr(e, key))[:args.rows]:
+        t = getattr(e, key)
+        print(f"{100 * t / total:5.1f}%  {t / args.steps / 1e3:8.2f} ms/step  x{e.count // args.steps:<4d} {e.key[:110]}")
+
+
+if __name__ == "__main__":
+    main()
