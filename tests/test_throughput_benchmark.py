@@ -45,3 +45,35 @@ def test_flop_count_includes_attention():
 
 def test_agreement_passes_on_cpu():
     assert agreement.main(["--models", "DIN", "TransAct", "--batch", "16", "--T", "8"]) == 0
+
+
+def test_profile_step_prints_the_ops_of_a_training_step(capsys):
+    import profile_step
+    profile_step.main(["--batch", "8", "--T", "8", "--warmup", "1", "--steps", "1", "--rows", "5"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert re.match(r"InterFormer, batch 8, T=8, cpu: [\d.]+ ms of op time per step$", lines[0])
+    rows = [re.match(r"\s*([\d.]+)%\s+([\d.]+) ms/step\s+x\d+\s+aten::\w+", line) for line in lines[1:]]
+    assert len(rows) == 5 and all(rows), lines
+    shares = [float(r.group(1)) for r in rows]
+    assert shares == sorted(shares, reverse=True) and sum(shares) <= 100.5
+
+
+def test_attention_backends_time_every_backend_and_head_count(capsys):
+    import attention_backends
+    attention_backends.main(["--batch", "4", "--N", "10", "--d", "16", "--heads", "4", "1", "--reps", "1"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for line, heads in zip(lines[1:], (4, 1)):
+        assert re.match(rf"  {heads} heads \(dh={16 // heads}\): fused \d+ ms, math \d+ ms, bmm-softmax-bmm \d+ ms$", line)
+
+
+def test_attention_backends_agree():
+    import torch
+    import attention_backends as ab
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 7, 8) for _ in range(3))
+    mask = torch.rand(3, 1, 1, 7) > 0.3
+    mask[..., 0] = True
+    out = ab.fused(q, k, v, mask)
+    assert torch.allclose(ab.math_backend(q, k, v, mask), out, atol=1e-5)
+    assert torch.allclose(ab.plain(q, k, v, mask), out, atol=1e-5)
