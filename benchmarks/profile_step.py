@@ -6,7 +6,9 @@
 Same models and synthetic AmazonElectronics_x1-scale data as ``throughput.py``. After
 ``--warmup`` steps (long enough for the CPU heap to stop growing, and for a compile), it
 profiles ``--steps`` training steps and prints the ops that took the most time on the
-device (CUDA kernels' time on a GPU; self CPU time on the CPU), with their share of the total.
+device (CUDA kernels' time on a GPU; self CPU time on the CPU), with their share of the total,
+and how many ops one step dispatches (each one a kernel launch or more on a GPU, where a step
+of many small ops is bound by the host).
 """
 import argparse
 import os
@@ -14,10 +16,23 @@ import sys
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from throughput import MODELS, amazon_feature_map, build, make_batches  # noqa: E402
 from interformer_fuxi.cpu_heap import keep_freed_memory  # noqa: E402
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the aten ops that reach the dispatcher (views included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 def main(argv=None):
@@ -50,6 +65,8 @@ def main(argv=None):
             model.train_step(data)
         if args.device == "cuda":
             torch.cuda.synchronize()
+    with OpCount() as ops:
+        model.train_step(data)
     events = prof.key_averages()
     if args.device == "cuda":  # the kernels alone: an op's device time is its kernels' time again
         events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
@@ -57,7 +74,8 @@ def main(argv=None):
     total = sum(getattr(e, key) for e in events)
     print(f"{args.model}, batch {args.batch}, T={args.T}, {args.device}"
           f"{', bf16' if args.bf16 else ''}{', compiled' if args.compile else ''}: "
-          f"{total / args.steps / 1e3:.1f} ms of {'kernel' if args.device == 'cuda' else 'op'} time per step")
+          f"{total / args.steps / 1e3:.1f} ms of {'kernel' if args.device == 'cuda' else 'op'} time per step, "
+          f"{ops.count:,} ops dispatched per step")
     for e in sorted(events, key=lambda e: -getattr(e, key))[:args.rows]:
         t = getattr(e, key)
         print(f"{100 * t / total:5.1f}%  {t / args.steps / 1e3:8.2f} ms/step  x{e.count // args.steps:<4d} {e.key[:110]}")

@@ -51,7 +51,8 @@ def test_profile_step_prints_the_ops_of_a_training_step(capsys):
     import profile_step
     profile_step.main(["--batch", "8", "--T", "8", "--warmup", "1", "--steps", "1", "--rows", "5"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert re.match(r"InterFormer, batch 8, T=8, cpu: [\d.]+ ms of op time per step$", lines[0])
+    assert re.match(r"InterFormer, batch 8, T=8, cpu: [\d.]+ ms of op time per step, [\d,]+ ops dispatched per step$",
+                    lines[0])
     rows = [re.match(r"\s*([\d.]+)%\s+([\d.]+) ms/step\s+x\d+\s+aten::\w+", line) for line in lines[1:]]
     assert len(rows) == 5 and all(rows), lines
     shares = [float(r.group(1)) for r in rows]
