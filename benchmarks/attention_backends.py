@@ -66,8 +66,9 @@ def main(argv=None):
     torch.manual_seed(0)
     mask = torch.rand(args.batch, 1, 1, args.N, device=args.device) > 0.2
     mask[..., 0] = True  # a CLS token: every row has a key
+    threads = "" if args.device == "cuda" else f", {torch.get_num_threads()} threads"
     print(f"one layer's attention, forward + backward, batch {args.batch}, N={args.N}, d={args.d}, "
-          f"{args.device}{'' if args.device == 'cuda' else f', {torch.get_num_threads()} threads'}; best of {args.reps}")
+          f"{args.device}{threads}; best of {args.reps}")
     for H in args.heads:
         row = {name: best_ms(f, args.batch, args.N, args.d, H, mask, args.reps, args.device)
                for name, f in (("fused", fused), ("math", math_backend), ("bmm-softmax-bmm", plain))}

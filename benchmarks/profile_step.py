@@ -74,11 +74,13 @@ def main(argv=None):
     total = sum(getattr(e, key) for e in events)
     print(f"{args.model}, batch {args.batch}, T={args.T}, {args.device}"
           f"{', bf16' if args.bf16 else ''}{', compiled' if args.compile else ''}: "
-          f"{total / args.steps / 1e3:.1f} ms of {'kernel' if args.device == 'cuda' else 'op'} time per step, "
+          f"{total / args.steps / 1e3:.1f} ms of {'kernel' if args.device == 'cuda' else 'op'} time "
+          f"per step, "
           f"{ops.count:,} ops dispatched per step")
     for e in sorted(events, key=lambda e: -getattr(e, key))[:args.rows]:
         t = getattr(e, key)
-        print(f"{100 * t / total:5.1f}%  {t / args.steps / 1e3:8.2f} ms/step  x{e.count // args.steps:<4d} {e.key[:110]}")
+        print(f"{100 * t / total:5.1f}%  {t / args.steps / 1e3:8.2f} ms/step  "
+              f"x{e.count // args.steps:<4d} {e.key[:110]}")
 
 
 if __name__ == "__main__":

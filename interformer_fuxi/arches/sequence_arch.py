@@ -26,7 +26,8 @@ class SequenceArch(nn.Module):
 
     Shapes:
         X_sum ``[B, n_sum, d]`` (or None when not personalized), S ``[B, N, d]``,
-        mask ``[B, N]`` (its CLS columns always True) -> ``[B, N, d]`` (and attention weights ``[B, H, N, N]`` if asked).
+        mask ``[B, N]`` (its CLS columns always True) -> ``[B, N, d]`` (and attention weights
+        ``[B, H, N, N]`` if asked).
 
     Example::
 
