@@ -133,3 +133,22 @@ def test_pma_without_projecting_keys_and_values_equals_the_plain_attention():
         ~(mask | ~has_key[:, None])[:, None, None, :], float("-inf"))
     plain = pma.out_proj((scores.softmax(-1) @ val).transpose(1, 2).reshape(B, k, d)) * has_key[:, None, None]
     assert torch.allclose(pma(S, mask), plain, atol=1e-6)
+
+
+def test_sequence_tokens_merged_once_per_distinct_ids_equal_the_per_position_merge():
+    data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)  # padding and short histories
+    item, cate = FMAP.get_column_index("item_history"), FMAP.get_column_index("cate_history")
+    data[::2, item] = data[1::2, item]  # repeated histories, so ids repeat across rows
+    data[::2, cate] = data[1::2, cate]
+    dedup, plain = build(InterFormer), build(InterFormer, dedup_sequence_tokens=False)
+    plain.load_state_dict(dedup.state_dict())
+    assert dedup.feature_arch.dedup_radix is not None and plain.feature_arch.dedup_radix is None
+    inputs = dedup.get_inputs(data)
+    ids = torch.stack([inputs[f] for f in dedup.feature_arch.sequence_fields], dim=-1).long()
+    assert torch.unique(ids.reshape(-1, 2), dim=0).shape[0] < ids.shape[0] * ids.shape[1] / 4
+    assert torch.allclose(dedup.feature_arch.merge_sequence(ids), plain.feature_arch.merge_sequence(ids), atol=1e-6)
+    assert torch.allclose(predictions(dedup, data), predictions(plain, data), atol=1e-6)
+    for _ in range(3):  # gradients too: the same training
+        dedup.train_step(data)
+        plain.train_step(data)
+    assert torch.allclose(predictions(dedup, data), predictions(plain, data), atol=1e-5)

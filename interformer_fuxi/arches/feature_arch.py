@@ -1,5 +1,6 @@
 """Preprocessing (SPEC §1, Eqs. 5-6): FuxiCTR features -> non-sequence tokens and one sequence."""
 import logging
+import math
 
 import torch
 from fuxictr.pytorch.layers import FeatureEmbeddingDict
@@ -30,11 +31,22 @@ class FeatureArch(nn.Module):
     any sequence field has a non-padding id there. Sequence fields are never pooled here,
     even if the feature map still names a pooling ``feature_encoder``.
 
+    A merged token depends on its position's ids alone. So on the CPU, with
+    ``dedup_sequence_tokens``, the embedding, merge and LayerNorm run once per distinct id tuple
+    of the batch, and the results are gathered back to the ``B x T`` positions. Padding and
+    popular items repeat a lot in real batches. When over 80% of the tuples are distinct, the
+    gather costs more than it saves, and every position is computed. The result is the same
+    up to float rounding.
+    On CUDA, where the distinct count would cost a host sync per step, and under
+    ``torch.compile``, every position is computed.
+
     Args:
         feature_map: FuxiCTR ``FeatureMap``.
         embedding_dim (int): ``d``.
         hidden_activations (str): activation of the MaskNet merge.
         embedding_initializer (str): FuxiCTR initializer expression for the tables.
+        token_norm (bool): LayerNorm on the tokens of X and S.
+        dedup_sequence_tokens (bool): merge each distinct id tuple once (CPU).
 
     Shapes:
         inputs: ``{feature: [B] or [B, T]}`` -> X ``[B, n, d]``, S ``[B, T, d]``, mask ``[B, T]`` bool.
@@ -48,7 +60,8 @@ class FeatureArch(nn.Module):
     """
 
     def __init__(self, feature_map, embedding_dim, hidden_activations="SiLU",
-                 embedding_initializer="partial(nn.init.normal_, std=0.05)", token_norm=True):
+                 embedding_initializer="partial(nn.init.normal_, std=0.05)", token_norm=True,
+                 dedup_sequence_tokens=True):
         super().__init__()
         features = feature_map.features
         self.dense_fields = [f for f, s in features.items() if s["type"] == "numeric"]
@@ -82,6 +95,10 @@ class FeatureArch(nn.Module):
         self.s_norm = nn.LayerNorm(embedding_dim) if token_norm else nn.Identity()
         self.num_tokens = len(self.sparse_fields) + (1 if self.dense_fields else 0)
         self.max_len = lengths.pop()
+        # mixed-radix key of a position's id tuple, when the tables' sizes let it fit in int64
+        radix = [self.embedding_layer.embedding_layers[f].num_embeddings for f in self.sequence_fields]
+        fits = math.prod(radix) < 2 ** 63
+        self.dedup_radix = radix if dedup_sequence_tokens and fits else None
 
     def _embed(self, field, ids):
         emb = self.embedding_layer.embedding_layers[field](ids.long())
@@ -93,7 +110,28 @@ class FeatureArch(nn.Module):
             dense = torch.stack([inputs[f].float() for f in self.dense_fields], dim=-1)
             tokens.insert(0, self.dense_token(self.dense_norm(dense)))
         X = torch.stack(tokens, dim=1)
-        ids = torch.stack([inputs[f] for f in self.sequence_fields], dim=-1)  # [B, T, k]
+        ids = torch.stack([inputs[f] for f in self.sequence_fields], dim=-1).long()  # [B, T, k]
         mask = (ids != 0).any(dim=-1)
-        S = torch.cat([self._embed(f, inputs[f]) for f in self.sequence_fields], dim=-1)
-        return self.x_norm(X), self.s_norm(self.sequence_merge(S)), mask
+        return self.x_norm(X), self.merge_sequence(ids), mask
+
+    def merge_sequence(self, ids):
+        """``ids [B, T, k]`` -> LayerNorm(MaskNet merge of the k embeddings) ``[B, T, d]``."""
+        if self.dedup_radix is None or ids.device.type != "cpu" or torch.compiler.is_compiling():
+            return self._merge(ids)
+        key = ids[..., 0]
+        for i, size in enumerate(self.dedup_radix[1:], 1):
+            key = key * size + ids[..., i]
+        distinct, where = torch.unique(key, return_inverse=True)  # [U], [B, T]
+        if distinct.numel() > 0.8 * key.numel():  # too few repeats to pay for the gather
+            return self._merge(ids)
+        columns = []
+        for size in reversed(self.dedup_radix[1:]):
+            columns.append(distinct % size)
+            distinct = distinct // size
+        distinct_ids = torch.stack([distinct] + columns[::-1], dim=-1)  # [U, k]
+        return self._merge(distinct_ids)[where]
+
+    def _merge(self, ids):
+        """``ids [..., k]`` -> ``[..., d]``, position by position."""
+        S = torch.cat([self._embed(f, ids[..., i]) for i, f in enumerate(self.sequence_fields)], dim=-1)
+        return self.s_norm(self.sequence_merge(S))

@@ -66,7 +66,8 @@ class InterFormer(CTRModel):
                  gating_form="highway", gating_activation="sigmoid", use_pffn=True, pffn_form="linear",
                  use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
-                 token_norm=True, embedding_regularizer=None, net_regularizer=None, **kwargs):
+                 token_norm=True, dedup_sequence_tokens=True, embedding_regularizer=None,
+                 net_regularizer=None, **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu,
                          embedding_regularizer=embedding_regularizer,
                          net_regularizer=net_regularizer, **kwargs)
@@ -79,7 +80,8 @@ class InterFormer(CTRModel):
             raise ValueError(f"num_cls_tokens must be at least 1, got {num_cls_tokens}")
         self.mode = interleave_mode
         d = embedding_dim
-        self.feature_arch = FeatureArch(feature_map, d, hidden_activations, embedding_initializer, token_norm)
+        self.feature_arch = FeatureArch(feature_map, d, hidden_activations, embedding_initializer, token_norm,
+                                        dedup_sequence_tokens)
         n = self.feature_arch.num_tokens
         cross_kwargs = dict(num_cls_tokens=num_cls_tokens, num_pma_tokens=num_pma_tokens,
                             num_recent_tokens=num_recent_tokens, num_heads=num_heads,
