@@ -73,6 +73,15 @@ def test_tiny_amazon_end_to_end(project):
     assert maps.returncode == 0, maps.stderr[-3000:]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # the built dataset's batches time a training step, with a model setting changed
+    timing = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "model_size_and_speed.py"),
+                             "--expid", "InterFormer_tiny", "--data", str(project / "data" / "processed" / "tiny_amazon"),
+                             "--batch", "64", "--steps", "1", "--set", "dedup_sequence_tokens=false"],
+                            cwd=project / "work", capture_output=True, text=True)
+    assert timing.returncode == 0, timing.stderr[-3000:]
+    assert re.search(r"distinct history id tuples per batch: ([\d.]+%, ){3}[\d.]+% of the positions", timing.stdout)
+    assert re.search(r"train step at batch 64, .*tiny_amazon batches: \d+ ms median over 1", timing.stdout)
+
 
 def test_unknown_expid_lists_the_available_ones(project):
     result = run_expid(project / "config", "InterFormer_tiyn", project / "work")
