@@ -78,3 +78,11 @@ def test_attention_backends_agree():
     out = ab.fused(q, k, v, mask)
     assert torch.allclose(ab.math_backend(q, k, v, mask), out, atol=1e-5)
     assert torch.allclose(ab.plain(q, k, v, mask), out, atol=1e-5)
+
+
+def test_compile_agreement_says_it_needs_cuda(monkeypatch):
+    import torch
+    import compile_agreement
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="needs a CUDA device"):
+        compile_agreement.main()
