@@ -124,11 +124,9 @@ class FeatureArch(nn.Module):
         distinct, where = torch.unique(key, return_inverse=True)  # [U], [B, T]
         if distinct.numel() > 0.8 * key.numel():  # too few repeats to pay for the gather
             return self._merge(ids)
-        columns = []
-        for size in reversed(self.dedup_radix[1:]):
-            columns.append(distinct % size)
-            distinct = distinct // size
-        distinct_ids = torch.stack([distinct] + columns[::-1], dim=-1)  # [U, k]
+        # each distinct key's ids, read off any of its positions (they all hold the same tuple)
+        flat = ids.reshape(-1, ids.shape[-1])
+        distinct_ids = flat.new_empty(distinct.numel(), flat.shape[1]).index_copy_(0, where.reshape(-1), flat)
         return self._merge(distinct_ids)[where]
 
     def _merge(self, ids):
