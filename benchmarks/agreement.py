@@ -26,6 +26,15 @@ def probabilities(model, data):
     return model.predict_batch(data.to(model.device)).float().cpu()
 
 
+def check_batch(fmap, size):
+    """One CPU batch of full histories, a quarter of them emptied, with random labels."""
+    data = make_batches(fmap, size, 1, "cpu")[0]
+    for field in ("item_history", "cate_history"):  # some empty histories too
+        data[: size // 4, fmap.get_column_index(field)] = 0
+    data[:, -1] = torch.randint(0, 2, (size,))
+    return data
+
+
 def compare(name, reference, other, tol):
     diff = (reference - other).abs().max().item()
     ok = diff <= tol
@@ -42,10 +51,7 @@ def main(argv=None):
     parser.add_argument("--T", type=int, default=100)
     args = parser.parse_args(argv)
     fmap = amazon_feature_map(args.T)
-    data = make_batches(fmap, args.batch, 1, "cpu")[0]
-    for field in ("item_history", "cate_history"):  # some empty histories too
-        data[: args.batch // 4, fmap.get_column_index(field)] = 0
-    data[:, -1] = torch.randint(0, 2, (args.batch,))
+    data = check_batch(fmap, args.batch)
     ok = True
     for name in args.models:
         print(name, flush=True)

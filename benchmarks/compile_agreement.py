@@ -13,17 +13,15 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agreement import FP32_TOL, compare, probabilities  # noqa: E402
-from throughput import amazon_feature_map, build, make_batches  # noqa: E402
+from agreement import FP32_TOL, check_batch, compare, probabilities  # noqa: E402
+from throughput import amazon_feature_map, build  # noqa: E402
 
 
 def main():
     if not torch.cuda.is_available():
         sys.exit("compile_agreement.py: needs a CUDA device")
     fmap = amazon_feature_map(100)
-    data = make_batches(fmap, 256, 1, "cpu")[0]
-    for field in ("item_history", "cate_history"):  # some empty histories too
-        data[:64, fmap.get_column_index(field)] = 0
+    data = check_batch(fmap, 256)
     reference = build("InterFormer", fmap, "cpu")
     state = {k: v.clone() for k, v in reference.state_dict().items()}
     expected = probabilities(reference, data)
