@@ -5,8 +5,8 @@
     python benchmarks/throughput.py --device cuda [--bf16] [--compile [reduce-overhead]]
 
 One process measures, on the same synthetic AmazonElectronics_x1-scale data (item and
-category vocabularies of the dataset, histories of length T sharing those tables, every
-history full so all models do their worst-case work) and the same batch size:
+category vocabularies of the dataset, histories of length T sharing those tables; by default
+every history full, so all models do their worst-case work) and the same batch size:
 
 - training samples/s (forward, loss, backward, gradient clipping and the Adam step, as
   FuxiCTR's ``train_step``), with data loading excluded (batches already in memory) and
@@ -18,7 +18,10 @@ history full so all models do their worst-case work) and the same batch size:
 - model FLOPs per sample (``torch.utils.flop_counter``, with the CPU flash-attention
   kernels counted too), the achieved FLOP/s and its fraction of the fp32 matmul peak
   measured in the same run (a large square ``mm``: what this machine's BLAS reaches);
-- the H5 loader alone, and (full mode) cost against T and against the number of rows.
+- the H5 loader alone, and (full mode) cost against T and against the number of rows;
+- InterFormer against DIN when histories are not full (``LENGTH_PROFILES``): InterFormer
+  skips padding on the CPU, DIN (as FuxiCTR runs it) computes every slot. ``--quick`` adds the
+  ``amazon`` profile, the full mode every profile.
 
 The models are the project's expids with the paper's / BARS's settings: InterFormer_default,
 DIN_default (BARS's AmazonElectronics_x1 DIN: attention [512, 256], DNN [1024, 512, 256],
@@ -80,9 +83,39 @@ def switches(args):
     return dict(mixed_precision="bf16" if args.bf16 else None, torch_compile=args.compile)
 
 
-def make_batches(fmap, size, count, device):
-    lengths = torch.full((size,), fmap.features["item_history"]["max_len"])
-    return [batch(fmap, size=size, seed=i, lengths=lengths).to(device) for i in range(count)]
+# How full the histories are. ``amazon`` models AmazonElectronics_x1's train rows (DIN's
+# construction): a user with n reviews gives the histories of 1 .. n-2 items. Users have at
+# least 5 reviews and 8.78 on average (1,689,188 over 192,403); with n - 5 geometric (the
+# maximum-entropy law for that mean) a history has k items with a weight P(n >= k + 2) =
+# min(1, q^(k-3)), q = 1 - 1/4.78, mean 5.2; longer ones are cut to T. The real activity law
+# has a heavier tail, so real histories are somewhat longer; whatever the law, every user
+# gives histories of 1, 2 and 3 items, so at least 44% of the rows hold 3 items or fewer.
+LENGTH_PROFILES = {"full": "every history holds T items",
+                   "uniform": "0..T items, equally often",
+                   "amazon": "AmazonElectronics_x1's train rows, modeled"}
+
+
+def history_lengths(profile, size, T, seed):
+    """``[size]`` history lengths drawn from ``LENGTH_PROFILES[profile]``."""
+    g = torch.Generator().manual_seed(10_000 + seed)
+    if profile == "full":
+        return torch.full((size,), T)
+    if profile == "uniform":
+        return torch.randint(0, T + 1, (size,), generator=g)
+    k = torch.arange(1, T + 1000, dtype=torch.float64)  # q^1000 ~ 1e-102: the whole law
+    weights = torch.clamp((1 - 1 / 4.78) ** (k - 3), max=1.0)
+    return (torch.multinomial(weights, size, replacement=True, generator=g) + 1).clamp(max=T)
+
+
+def mean_length(profile, size, T, count=2):
+    """Mean history length of the batches ``make_batches`` draws."""
+    return float(torch.cat([history_lengths(profile, size, T, i) for i in range(count)]).float().mean())
+
+
+def make_batches(fmap, size, count, device, profile="full"):
+    T = fmap.features["item_history"]["max_len"]
+    return [batch(fmap, size=size, seed=i, lengths=history_lengths(profile, size, T, i)).to(device)
+            for i in range(count)]
 
 
 def _sync(device):
@@ -317,12 +350,11 @@ def interleaved_train_sps(models, batches, args):
     return {name: float(np.median(values)) for name, values in rounds.items()}, rounds, memory
 
 
-def measure_models(names, fmap, args, peak, h5_path, full):
-    models = {name: build(name, fmap, args.device, args.model_zoo, **switches(args)) for name in names}
+def measure_models(models, fmap, args, peak, h5_path, full):
     out = {name: {"model": name, "params": sum(p.numel() for p in m.parameters() if p.requires_grad),
                   "batches": {}} for name, m in models.items()}
     for size in args.batch:
-        batches = make_batches(fmap, size, 2, args.device)
+        batches = make_batches(fmap, size, 2, args.device, args.lengths)
         flops = {name: model_flops(name, fmap, batches[0], args) for name in models}
         sps, rounds, memory = interleaved_train_sps(models, batches, args)
         if args.compile:  # the warm-up steps compiled the forwards: say so, or stop
@@ -350,6 +382,21 @@ def measure_models(names, fmap, args, peak, h5_path, full):
         row = make_batches(fmap, 1, 1, args.device)[0]
         for name, model in models.items():
             out[name]["latency"] = latency_ms(model, row, args.latency_reps, args.device)
+    return out
+
+
+def length_profiles(models, fmap, profiles, args):
+    """InterFormer's and DIN's training samples/s at the first batch size for each history
+    profile, the models taking turns as above: ``[(profile, mean length, {name: sps})]``."""
+    pair = {name: models[name] for name in ("InterFormer", "DIN")}
+    out = []
+    for profile in profiles:
+        batches = make_batches(fmap, args.batch[0], 2, args.device, profile)
+        mean = mean_length(profile, args.batch[0], args.T)
+        sps, rounds, _ = interleaved_train_sps(pair, batches, argparse.Namespace(**{**vars(args), "warmup": 1}))
+        out.append((profile, mean, sps))
+        print(f"  histories {profile} (mean {mean:.1f} items): InterFormer {sps['InterFormer']:,.0f}, "
+              f"DIN {sps['DIN']:,.0f} train samples/s, speedup {sps['InterFormer'] / sps['DIN']:.2f}", flush=True)
     return out
 
 
@@ -389,6 +436,8 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch", nargs="+", type=int, default=None, help="batch sizes (default 1024 2048)")
     parser.add_argument("--T", type=int, default=100, help="history length")
+    parser.add_argument("--lengths", default="full", choices=list(LENGTH_PROFILES),
+                        help="how full the histories of the main measurement are (default: full)")
     parser.add_argument("--T_sweep", nargs="+", type=int, default=[50, 100, 200, 500, 1000])
     parser.add_argument("--rows_base", type=int, default=8192)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
@@ -434,7 +483,10 @@ def main(argv=None):
         h5_path = write_h5(fmap, max(args.batch) * (args.steps + 2), os.path.join(workdir, "train.h5"))
         loader_rate = loader_sps(fuxictr_loader(fmap, h5_path, args.batch[0]), args.steps + 2)
         print(f"FuxiCTR H5DataLoader alone, batch {args.batch[0]}: {loader_rate:,.0f} samples/s", flush=True)
-        results = measure_models(args.models, fmap, args, peak, h5_path, full)
+        models = {name: build(name, fmap, args.device, args.model_zoo, **switches(args)) for name in args.models}
+        results = measure_models(models, fmap, args, peak, h5_path, full)
+        profiles = [p for p in (LENGTH_PROFILES if full else ["amazon"]) if p != args.lengths]
+        profile_rows = length_profiles(models, fmap, profiles, args)
         T_rows = scaling_in_T(args, peak) if full else []
         row_rows = scaling_in_rows(fmap, args, workdir) if full else []
 
@@ -451,9 +503,15 @@ def main(argv=None):
                          f"{r['eval_sps']:,.0f}" if "eval_sps" in r else "-", f"{r['train_flops'] / 1e6:.1f}",
                          f"{r['flops_per_s'] / 1e9:.1f}", f"{r['flop_util']:.1%}", "-" if r["peak_mem_mb"] != r["peak_mem_mb"] else f"{r['peak_mem_mb']:,.0f}",
                          f"{lat[0]:.1f} / {lat[1]:.1f}" if lat else "-"])
-    report = [f"Device: {device_name}{mode}; torch {torch.__version__}; T={args.T}; "
+    report = [f"Device: {device_name}{mode}; torch {torch.__version__}; T={args.T}; histories {args.lengths}; "
               f"matmul peak {peak / 1e9:,.1f} GFLOP/s; H5 loader {loader_rate:,.0f} samples/s (batch {b}).",
               "", table(headers, rows)]
+    profile_rows = [(args.lengths, mean_length(args.lengths, b, args.T),
+                     {"InterFormer": inter["train_sps"], "DIN": din["train_sps"]})] + profile_rows
+    report += ["", table(["histories", "mean items", "InterFormer train samples/s", "DIN train samples/s", "speedup"],
+                         [(f"{p} ({LENGTH_PROFILES[p]})", f"{m:.1f}", f"{sps['InterFormer']:,.0f}",
+                           f"{sps['DIN']:,.0f}", f"{sps['InterFormer'] / sps['DIN']:.2f}")
+                          for p, m, sps in profile_rows])]
     if T_rows:
         base = next((sps for T, sps, _ in T_rows if T == args.T), T_rows[0][1])
         report += ["", table(["T", "train samples/s", "time per sample vs T=%d" % args.T, "MFLOP/sample"],

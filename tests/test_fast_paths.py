@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from interformer_fuxi.layers import RotaryEmbedding, RotaryMultiheadAttention, valid_positions
+from interformer_fuxi.layers import RotaryEmbedding, RotaryMultiheadAttention, length_groups, valid_positions
 from interformer_fuxi.models import DIN, InterFormer, TransAct
 
 from synthetic import MODEL_DEFAULTS, batch, feature_map
@@ -152,3 +152,86 @@ def test_sequence_tokens_merged_once_per_distinct_ids_equal_the_per_position_mer
         dedup.train_step(data)
         plain.train_step(data)
     assert torch.allclose(predictions(dedup, data), predictions(plain, data), atol=1e-5)
+
+
+# --- rows grouped by history length (skip_padding) ---------------------------------------------
+
+LONG_FMAP = feature_map(dense=1, sequences=(("item_history", "item_id"), ("cate_history", "cate_id")), max_len=40)
+# empty, full, short and mixed histories
+LONG_LENGTHS = torch.cat([torch.zeros(3), torch.full((5,), 40), torch.randint(1, 4, (100,), generator=torch.Generator().manual_seed(0)),
+                          torch.randint(0, 41, (40,), generator=torch.Generator().manual_seed(1))]).long()
+
+
+def _groups(mask):
+    return [(None if rows is None else rows.tolist(), lo, hi) for rows, lo, hi in length_groups(mask)]
+
+
+def test_length_groups_partition_the_rows_and_cover_every_valid_position():
+    for padding in ("post", "pre"):
+        mask = torch.arange(40).unsqueeze(0) < LONG_LENGTHS.unsqueeze(1)
+        mask = mask if padding == "post" else mask.flip(1)
+        groups = length_groups(mask)
+        assert len(groups) >= 2
+        rows = torch.cat([r for r, _, _ in groups])
+        assert sorted(rows.tolist()) == list(range(len(LONG_LENGTHS)))  # each row exactly once
+        for r, lo, hi in groups:
+            assert not mask[r][:, :lo].any() and not mask[r][:, hi:].any()
+            assert mask[r][:, lo:hi].any(0).all() or not mask[r].any()  # no column wasted at the edges
+        short = next(g for g in groups if len(g[0]) >= 100)  # the 1-3 item histories share a short window
+        assert short[2] - short[1] == 3 and (short[1] == 0 if padding == "post" else short[2] == 40)
+
+
+def test_length_groups_keep_one_group_when_splitting_does_not_pay():
+    full = torch.ones(8, 40, dtype=torch.bool)
+    assert _groups(full) == [(None, 0, 40)]
+    assert _groups(torch.zeros(4, 40, dtype=torch.bool)) == [(None, 0, 1)]  # no history at all
+    # 3 and 4 items: one more column costs less than one more pass of every op
+    similar = torch.arange(40).unsqueeze(0) < torch.tensor([[3], [4]]).repeat(50, 1)
+    assert _groups(similar) == [(None, 0, 4)]
+    few_long = torch.arange(40).unsqueeze(0) < torch.tensor([[2]] * 500 + [[40]] * 20)
+    assert [(len(r), lo, hi) for r, lo, hi in length_groups(few_long)] == [(500, 0, 2), (20, 0, 40)]
+
+
+@pytest.mark.parametrize("mode", ["int", "sep", "s2n", "n2s"])
+@pytest.mark.parametrize("padding", ["post", "pre"])
+def test_rows_grouped_by_length_give_the_predictions_and_gradients_of_the_padded_batch(mode, padding, monkeypatch):
+    import interformer_fuxi.layers.grouping as grouping
+    monkeypatch.setattr(grouping, "GROUP_COST", 0.0)  # as many groups as the bins allow
+    data = batch(LONG_FMAP, size=len(LONG_LENGTHS), lengths=LONG_LENGTHS, padding=padding, seed=3)
+    torch.manual_seed(0)
+    grouped = InterFormer(LONG_FMAP, **dict(MODEL_DEFAULTS, interleave_mode=mode))
+    padded = InterFormer(LONG_FMAP, **dict(MODEL_DEFAULTS, interleave_mode=mode, skip_padding=False))
+    padded.load_state_dict(grouped.state_dict())
+    inputs = grouped.get_inputs(data)
+    mask = torch.stack([inputs[f] for f in grouped.feature_arch.sequence_fields], -1).ne(0).any(-1)
+    assert len(length_groups(mask, grouped.cross_arch.num_cls_tokens)) >= 3
+    y_grouped, y_padded = grouped(data)["y_pred"], padded(data)["y_pred"]
+    assert torch.allclose(y_grouped, y_padded, atol=1e-6)
+    params = [p for p in grouped.parameters() if p.requires_grad]
+    g_grouped = torch.autograd.grad(y_grouped.sum(), params, allow_unused=True)
+    g_padded = torch.autograd.grad(y_padded.sum(), [p for p in padded.parameters() if p.requires_grad],
+                                   allow_unused=True)
+    for a, b in zip(g_grouped, g_padded):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    for _ in range(3):  # and the same training
+        grouped.train_step(data)
+        padded.train_step(data)
+    assert torch.allclose(predictions(grouped, data), predictions(padded, data), atol=1e-5)
+
+
+def test_rows_grouped_by_length_do_a_fraction_of_the_work_on_short_histories():
+    lengths = torch.cat([torch.randint(1, 6, (120,), generator=torch.Generator().manual_seed(0)),
+                         torch.full((8,), 40)])
+    data = batch(LONG_FMAP, size=len(lengths), lengths=lengths)
+    tokens = {}
+    for skip in (True, False):
+        model = InterFormer(LONG_FMAP, **dict(MODEL_DEFAULTS, skip_padding=skip))
+        seen = []
+        model.layers[0].sequence_arch.register_forward_pre_hook(lambda m, args: seen.append(args[1].shape[:2]))
+        with torch.no_grad():
+            model(data)
+        tokens[skip] = sum(rows * width for rows, width in seen)
+    assert tokens[False] == 128 * (4 + 40)  # CLS and every slot
+    assert tokens[True] <= 120 * (4 + 5) + 8 * (4 + 40)  # CLS and each group's window

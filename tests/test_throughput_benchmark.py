@@ -25,6 +25,26 @@ def test_quick_throughput_prints_the_result_line_from_its_measurements(capsys, t
     assert 0 < util < 1.5 and ratio > 0
     table = out.read_text()
     assert "| InterFormer | 16 |" in table and "| DIN | 16 |" in table
+    # the main measurement on full histories, then the modeled AmazonElectronics_x1 profile
+    assert re.search(r"^\| full \(every history holds T items\) \| 8\.0 \| ", table, re.M), table
+    assert re.search(r"^\| amazon \(.*\) \| [\d.]+ \| [\d,]+ \| [\d,]+ \| [\d.]+ \|$", table, re.M), table
+
+
+def test_history_length_profiles():
+    import torch
+    full = throughput.history_lengths("full", 1000, 100, 0)
+    assert torch.equal(full, torch.full((1000,), 100))
+    uniform = throughput.history_lengths("uniform", 20000, 100, 0)
+    assert uniform.min() == 0 and uniform.max() == 100 and abs(uniform.float().mean() - 50) < 1
+    amazon = throughput.history_lengths("amazon", 20000, 100, 0)
+    assert amazon.min() == 1 and amazon.max() <= 100
+    # 1, 2 and 3 items equally often (every user gives them), then a geometric tail; mean 5.2
+    share = torch.bincount(amazon, minlength=5)[1:5].float() / len(amazon)
+    assert torch.allclose(share[:3], torch.full((3,), 1 / 6.78), atol=0.01)
+    assert share[3] == pytest.approx(0.79 / 6.78, abs=0.01)
+    assert amazon.float().mean() == pytest.approx(5.22, abs=0.15)
+    assert torch.equal(throughput.history_lengths("amazon", 50, 8, 3), throughput.history_lengths("amazon", 50, 8, 3))
+    assert throughput.history_lengths("amazon", 5000, 8, 0).max() == 8  # longer ones cut to T
 
 
 def test_flop_count_includes_attention():

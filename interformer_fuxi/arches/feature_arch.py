@@ -105,14 +105,18 @@ class FeatureArch(nn.Module):
         return self.projections[field](emb) if field in self.projections else emb
 
     def forward(self, inputs):
+        X, ids, mask = self.tokens(inputs)
+        return X, self.merge_sequence(ids), mask
+
+    def tokens(self, inputs):
+        """X ``[B, n, d]``, the sequence ids ``[B, T, k]`` (still to merge) and the mask ``[B, T]``."""
         tokens = [self._embed(f, inputs[f]) for f in self.sparse_fields]
-        if self.dense_token is not None:
+        if self.dense_token is not None:  # its BatchNorm sees the whole batch
             dense = torch.stack([inputs[f].float() for f in self.dense_fields], dim=-1)
             tokens.insert(0, self.dense_token(self.dense_norm(dense)))
         X = torch.stack(tokens, dim=1)
         ids = torch.stack([inputs[f] for f in self.sequence_fields], dim=-1).long()  # [B, T, k]
-        mask = (ids != 0).any(dim=-1)
-        return self.x_norm(X), self.merge_sequence(ids), mask
+        return self.x_norm(X), ids, (ids != 0).any(dim=-1)
 
     def merge_sequence(self, ids):
         """``ids [B, T, k]`` -> LayerNorm(MaskNet merge of the k embeddings) ``[B, T, d]``."""

@@ -8,6 +8,7 @@ from .dhen import DHEN, DHENLayer
 from .dot_interaction import DotInteraction
 from .gating import Gating
 from .interaction_factory import INTERACTIONS, build_interaction
+from .grouping import length_groups
 from .pffn import PFFN
 from .pma import PMA
 from .positions import recent_tokens, valid_positions
@@ -34,6 +35,7 @@ __all__ = [
     "RotaryMultiheadAttention",
     "WukongLayer",
     "build_interaction",
+    "length_groups",
     "recent_tokens",
     "rotate_half",
     "valid_positions",

@@ -20,6 +20,7 @@ from fuxictr.pytorch.layers import MLP_Block
 from torch import nn
 
 from ..arches import CrossArch, EarlyAggregation, FeatureArch, InteractionArch, SequenceArch
+from ..layers import length_groups
 from ..registry import register
 from .base import CTRModel
 
@@ -66,7 +67,7 @@ class InterFormer(CTRModel):
                  gating_form="highway", gating_activation="sigmoid", use_pffn=True, pffn_form="linear",
                  use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
-                 token_norm=True, dedup_sequence_tokens=True, embedding_regularizer=None,
+                 token_norm=True, dedup_sequence_tokens=True, skip_padding=True, embedding_regularizer=None,
                  net_regularizer=None, **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu,
                          embedding_regularizer=embedding_regularizer,
@@ -79,6 +80,7 @@ class InterFormer(CTRModel):
         if num_cls_tokens < 1:
             raise ValueError(f"num_cls_tokens must be at least 1, got {num_cls_tokens}")
         self.mode = interleave_mode
+        self.skip_padding = skip_padding
         d = embedding_dim
         self.feature_arch = FeatureArch(feature_map, d, hidden_activations, embedding_initializer, token_norm,
                                         dedup_sequence_tokens)
@@ -115,22 +117,55 @@ class InterFormer(CTRModel):
         self.model_to_device()
 
     def forward(self, inputs):
-        X_sum, S_sum, _ = self.encode(self.get_inputs(inputs))
-        summary = X_sum if S_sum is None else torch.cat([X_sum, S_sum], dim=1)
+        summary = self.summaries(self.get_inputs(inputs))
         return {"y_pred": self.output_activation(self.head(summary.flatten(1)))}
+
+    def summaries(self, X_dict):
+        """``[X_sum ‖ S_sum]`` ``[B, head_tokens, d]``, the head's input.
+
+        On the CPU with ``skip_padding``, rows are grouped by history length and each group
+        runs over its own window of positions (``layers.length_groups``): every step after
+        the Feature Arch is per row and blind to padding, so the result is the same up to
+        float rounding, for a fraction of the work on mostly-padded histories. A GPU (where
+        the grouping costs a host sync and more kernel launches) and ``torch.compile`` (one
+        shape per graph) run the whole padded batch.
+        """
+        if self.mode == "sole" or not self.skip_padding or torch.compiler.is_compiling():
+            return _concat(*self.encode(X_dict)[:2])
+        X, ids, mask = self.feature_arch.tokens(X_dict)
+        if ids.device.type != "cpu":
+            return _concat(*self.interleave(X, self.feature_arch.merge_sequence(ids), mask)[:2])
+        parts, group_rows = [], []
+        for rows, lo, hi in length_groups(mask, self.cross_arch.num_cls_tokens):
+            if rows is None:
+                X_g, ids_g, mask_g = X, ids[:, lo:hi], mask[:, lo:hi]
+            else:
+                X_g, ids_g, mask_g = X[rows], ids[rows, lo:hi], mask[rows, lo:hi]
+            parts.append(_concat(*self.interleave(X_g, self.feature_arch.merge_sequence(ids_g), mask_g)[:2]))
+            group_rows.append(rows)
+        if len(parts) == 1:
+            return parts[0]
+        summary = torch.cat(parts)
+        return torch.empty_like(summary).index_copy(0, torch.cat(group_rows), summary)
 
     def encode(self, X_dict, need_weights=False):
         """Final summaries ``X_sum [B, n_sum, d]``, ``S_sum [B, m, d]`` (None in ``sole``) and
         ``{"states": [(X, S) per layer, inputs first], "attention": [[B, H, N, N] per layer]}``
         (attention only with ``need_weights``)."""
         X, S, mask = self.feature_arch(X_dict)
-        states, weights = [(X, S)], []
         if self.mode == "sole":
+            states = [(X, S)]
             X = torch.cat([X, self.early_aggregation(S, mask)], dim=1)
             for layer in self.interaction_layers:
                 X = layer(X)
                 states.append((X, None))
-            return self.cross_arch.summarize_nonsequence(X), None, {"states": states, "attention": weights}
+            return self.cross_arch.summarize_nonsequence(X), None, {"states": states, "attention": []}
+        return self.interleave(X, S, mask, need_weights)
+
+    def interleave(self, X, S, mask, need_weights=False):
+        """The interleaved layers and the final Cross Arch from the Feature Arch's ``X [B, n, d]``,
+        ``S [B, T, d]``, ``mask [B, T]``; returns as ``encode``."""
+        states, weights = [(X, S)], []
         S, mask = self.prepend_cls(X, S, mask)
         for layer in self.layers:
             X, S, w = layer(X, S, mask, need_weights=need_weights)
@@ -154,3 +189,8 @@ class InterFormer(CTRModel):
         """Per-layer MHA weights ``[B, H, n_sum + T, n_sum + T]`` for a FuxiCTR batch (Figure 4)."""
         self.eval()
         return self.encode(self.get_inputs(batch_data), need_weights=True)[2]["attention"]
+
+
+def _concat(X_sum, S_sum):
+    """``[X_sum ‖ S_sum]`` along the tokens (``X_sum`` alone in ``sole``)."""
+    return X_sum if S_sum is None else torch.cat([X_sum, S_sum], dim=1)
