@@ -21,7 +21,7 @@ every history full, so all models do their worst-case work) and the same batch s
 - the H5 loader alone, and (full mode) cost against T and against the number of rows;
 - InterFormer against DIN when histories are not full (``LENGTH_PROFILES``): InterFormer
   skips padding on the CPU, DIN (as FuxiCTR runs it) computes every slot. ``--quick`` adds the
-  ``amazon`` profile, the full mode every profile.
+  ``amazon`` profile (``full`` with ``--lengths amazon``), the full mode every other profile.
 
 The models are the project's expids with the paper's / BARS's settings: InterFormer_default,
 DIN_default (BARS's AmazonElectronics_x1 DIN: attention [512, 256], DNN [1024, 512, 256],
@@ -485,7 +485,8 @@ def main(argv=None):
         print(f"FuxiCTR H5DataLoader alone, batch {args.batch[0]}: {loader_rate:,.0f} samples/s", flush=True)
         models = {name: build(name, fmap, args.device, args.model_zoo, **switches(args)) for name in args.models}
         results = measure_models(models, fmap, args, peak, h5_path, full)
-        profiles = [p for p in (LENGTH_PROFILES if full else ["amazon"]) if p != args.lengths]
+        others = [p for p in LENGTH_PROFILES if p != args.lengths]
+        profiles = others if full else ["amazon" if args.lengths != "amazon" else "full"]
         profile_rows = length_profiles(models, fmap, profiles, args)
         T_rows = scaling_in_T(args, peak) if full else []
         row_rows = scaling_in_rows(fmap, args, workdir) if full else []

@@ -30,6 +30,17 @@ def test_quick_throughput_prints_the_result_line_from_its_measurements(capsys, t
     assert re.search(r"^\| amazon \(.*\) \| [\d.]+ \| [\d,]+ \| [\d,]+ \| [\d.]+ \|$", table, re.M), table
 
 
+def test_quick_throughput_on_short_histories_compares_with_full_ones(capsys, tmp_path):
+    out = tmp_path / "perf.md"
+    throughput.main(["--quick", "--lengths", "amazon", "--T", "8", "--batch", "16", "--steps", "1",
+                     "--out", str(out)])
+    assert re.search(r"^RESULT interformer_train_sps=", capsys.readouterr().out, re.M)
+    table = out.read_text()
+    assert "histories amazon;" in table
+    rows = re.findall(r"^\| (amazon|full) \(", table, re.M)
+    assert rows == ["amazon", "full"], table  # the main measurement first, then the other profile
+
+
 def test_history_length_profiles():
     import torch
     full = throughput.history_lengths("full", 1000, 100, 0)

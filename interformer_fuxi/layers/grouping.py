@@ -10,11 +10,13 @@ from typing import List, Optional, Tuple
 
 import torch
 
-# Cost of one row over a window of N tokens, in units of one token's position-wise work:
-# ``ROW_FIXED + N + N^2 / QUADRATIC_N``; and of one more group (the ops dispatched again).
-# Read off InterFormer_default's CPU profile at batch 1024, N = 104: position-wise work
-# ~65% of a step, attention ~27%, per-row work (interaction arch, head) ~8%; one group's
-# dispatch ~20 ms, ~11 rows' work at N = 104.
+# Cost of one row over a window of N tokens (CLS included), in units of one token's
+# position-wise work: ``ROW_FIXED + N + N^2 / QUADRATIC_N``; one more group costs GROUP_COST
+# (every op dispatched again, forward and backward). Read off InterFormer_default's CPU
+# profile (``python benchmarks/profile_step.py``): at batch 1024 and N = 104 attention is ~27%
+# of the step and per-row work (Interaction Arch, head) ~8%, the rest is position-wise; a step
+# of a handful of rows (``--batch 8 --T 2``) counts ~28 ms of op time, ~20 ms of it outside
+# Adam and the embedding gradients: the work of ~11 rows at N = 104.
 ROW_FIXED = 13.0
 QUADRATIC_N = 250.0
 GROUP_COST = 1800.0
