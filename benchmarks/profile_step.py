@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import MODELS, amazon_feature_map, build, make_batches  # noqa: E402
+from throughput import LENGTH_PROFILES, MODELS, amazon_feature_map, build, make_batches  # noqa: E402
 from interformer_fuxi.cpu_heap import keep_freed_memory  # noqa: E402
 
 
@@ -41,6 +41,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--T", type=int, default=100)
+    parser.add_argument("--lengths", default="full", choices=list(LENGTH_PROFILES),
+                        help="how full the histories are (throughput.py's profiles)")
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
@@ -54,7 +56,7 @@ def main(argv=None):
     fmap = amazon_feature_map(args.T)
     model = build(args.model, fmap, args.device, mixed_precision="bf16" if args.bf16 else None,
                   torch_compile=args.compile)
-    data = make_batches(fmap, args.batch, 1, args.device)[0]
+    data = make_batches(fmap, args.batch, 1, args.device, args.lengths)[0]
     for _ in range(args.warmup):
         model.train_step(data)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
@@ -72,7 +74,8 @@ def main(argv=None):
         events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     key = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
     total = sum(getattr(e, key) for e in events)
-    print(f"{args.model}, batch {args.batch}, T={args.T}, {args.device}"
+    print(f"{args.model}, batch {args.batch}, T={args.T}{'' if args.lengths == 'full' else ', histories ' + args.lengths}, "
+          f"{args.device}"
           f"{', bf16' if args.bf16 else ''}{', compiled' if args.compile else ''}: "
           f"{total / args.steps / 1e3:.1f} ms of {'kernel' if args.device == 'cuda' else 'op'} time "
           f"per step, "
