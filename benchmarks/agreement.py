@@ -1,6 +1,6 @@
 """Predictions of the fast paths against the plain fp32 CPU path, on the same weights.
 
-    python benchmarks/agreement.py                       # CPU: fused Adam, one-transfer batches
+    python benchmarks/agreement.py                       # CPU: fused Adam, skipped padding
     python benchmarks/agreement.py --compile             # + torch.compile against eager
     python benchmarks/agreement.py --device cuda [--compile]   # + CUDA fp32 and bf16 against CPU
 
@@ -27,7 +27,8 @@ def probabilities(model, data):
 
 
 def check_batch(fmap, size):
-    """One CPU batch of full histories, a quarter of them emptied, with random labels."""
+    """One CPU batch of full histories, a quarter of them emptied (so InterFormer's rows fall
+    into two length groups), with random labels."""
     data = make_batches(fmap, size, 1, "cpu")[0]
     for field in ("item_history", "cate_history"):  # some empty histories too
         data[: size // 4, fmap.get_column_index(field)] = 0
@@ -59,6 +60,8 @@ def main(argv=None):
         state = {k: v.clone() for k, v in reference.state_dict().items()}
         expected = probabilities(reference, data)
         variants = []
+        if name == "InterFormer":  # the default groups rows by history length (CPU)
+            variants.append(("cpu padded batch (skip_padding: false)", "cpu", dict(skip_padding=False), FP32_TOL))
         if args.compile:
             variants.append(("cpu torch.compile", "cpu", dict(torch_compile=True), FP32_TOL))
         if args.device == "cuda":
