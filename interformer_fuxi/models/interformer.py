@@ -133,20 +133,21 @@ class InterFormer(CTRModel):
         if self.mode == "sole" or not self.skip_padding or torch.compiler.is_compiling():
             return _concat(*self.encode(X_dict)[:2])
         X, ids, mask = self.feature_arch.tokens(X_dict)
-        if ids.device.type != "cpu":
-            return _concat(*self.interleave(X, self.feature_arch.merge_sequence(ids), mask)[:2])
-        parts, group_rows = [], []
-        for rows, lo, hi in length_groups(mask, self.cross_arch.num_cls_tokens):
-            if rows is None:
-                X_g, ids_g, mask_g = X, ids[:, lo:hi], mask[:, lo:hi]
-            else:
-                X_g, ids_g, mask_g = X[rows], ids[rows, lo:hi], mask[rows, lo:hi]
-            parts.append(_concat(*self.interleave(X_g, self.feature_arch.merge_sequence(ids_g), mask_g)[:2]))
-            group_rows.append(rows)
+        groups = (length_groups(mask, self.cross_arch.num_cls_tokens) if ids.device.type == "cpu"
+                  else [(None, 0, mask.shape[1])])
+        parts = [self.group_summaries(X, ids, mask, rows, lo, hi) for rows, lo, hi in groups]
         if len(parts) == 1:
             return parts[0]
-        summary = torch.cat(parts)
-        return torch.empty_like(summary).index_copy(0, torch.cat(group_rows), summary)
+        summary = torch.cat(parts)  # back to the batch's row order
+        return torch.empty_like(summary).index_copy(0, torch.cat([rows for rows, _, _ in groups]), summary)
+
+    def group_summaries(self, X, ids, mask, rows, lo, hi):
+        """``[X_sum ‖ S_sum]`` of the batch's ``rows`` (None: all) over history columns ``[lo, hi)``."""
+        if rows is None:
+            ids, mask = ids[:, lo:hi], mask[:, lo:hi]
+        else:
+            X, ids, mask = X[rows], ids[rows, lo:hi], mask[rows, lo:hi]
+        return _concat(*self.interleave(X, self.feature_arch.merge_sequence(ids), mask)[:2])
 
     def encode(self, X_dict, need_weights=False):
         """Final summaries ``X_sum [B, n_sum, d]``, ``S_sum [B, m, d]`` (None in ``sole``) and
