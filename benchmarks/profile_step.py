@@ -74,8 +74,8 @@ def main(argv=None):
         events = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
     key = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
     total = sum(getattr(e, key) for e in events)
-    print(f"{args.model}, batch {args.batch}, T={args.T}{'' if args.lengths == 'full' else ', histories ' + args.lengths}, "
-          f"{args.device}"
+    histories = "" if args.lengths == "full" else f", histories {args.lengths}"
+    print(f"{args.model}, batch {args.batch}, T={args.T}{histories}, {args.device}"
           f"{', bf16' if args.bf16 else ''}{', compiled' if args.compile else ''}: "
           f"{total / args.steps / 1e3:.1f} ms of {'kernel' if args.device == 'cuda' else 'op'} time "
           f"per step, "

@@ -158,7 +158,8 @@ def test_sequence_tokens_merged_once_per_distinct_ids_equal_the_per_position_mer
 
 LONG_FMAP = feature_map(dense=1, sequences=(("item_history", "item_id"), ("cate_history", "cate_id")), max_len=40)
 # empty, full, short and mixed histories
-LONG_LENGTHS = torch.cat([torch.zeros(3), torch.full((5,), 40), torch.randint(1, 4, (100,), generator=torch.Generator().manual_seed(0)),
+LONG_LENGTHS = torch.cat([torch.zeros(3), torch.full((5,), 40),
+                          torch.randint(1, 4, (100,), generator=torch.Generator().manual_seed(0)),
                           torch.randint(0, 41, (40,), generator=torch.Generator().manual_seed(1))]).long()
 
 
