@@ -154,11 +154,10 @@ def flops_per_sample(model, data):
     return train / data.shape[0], counter.get_total_flops() / data.shape[0]
 
 
-def model_flops(name, fmap, data, args):
-    """FLOPs per sample of model ``name``, counted on an eager fp32 twin: the count is the
-    model's, whatever runs it, and a forward compiled under the counter's dispatch mode
-    would not be compiled at all."""
-    return flops_per_sample(build(name, fmap, args.device, args.model_zoo), data)
+def eager_twin(name, fmap, args):
+    """Model ``name`` in eager fp32, to count FLOPs on: the count is the model's, whatever runs
+    it, and a forward compiled under the counter's dispatch mode would not be compiled at all."""
+    return build(name, fmap, args.device, args.model_zoo)
 
 
 def matmul_peak(device, dtype=torch.float32, n=2048, reps=10):
@@ -353,9 +352,10 @@ def interleaved_train_sps(models, batches, args):
 def measure_models(models, fmap, args, peak, h5_path, full):
     out = {name: {"model": name, "params": sum(p.numel() for p in m.parameters() if p.requires_grad),
                   "batches": {}} for name, m in models.items()}
+    twins = {name: eager_twin(name, fmap, args) for name in models}
     for size in args.batch:
         batches = make_batches(fmap, size, 2, args.device, args.lengths)
-        flops = {name: model_flops(name, fmap, batches[0], args) for name in models}
+        flops = {name: flops_per_sample(twins[name], batches[0]) for name in models}
         sps, rounds, memory = interleaved_train_sps(models, batches, args)
         if args.compile:  # the warm-up steps compiled the forwards: say so, or stop
             from torch._dynamo.utils import counters
@@ -406,7 +406,7 @@ def scaling_in_T(args, peak):
         fmap = amazon_feature_map(T)
         model = build("InterFormer", fmap, args.device, **switches(args))
         batches = make_batches(fmap, args.batch[0], 1, args.device)
-        train_flops, _ = model_flops("InterFormer", fmap, batches[0], args)
+        train_flops, _ = flops_per_sample(eager_twin("InterFormer", fmap, args), batches[0])
         sps, _ = train_sps(model, batches, max(2, args.steps // 2), 1, args.device)
         rows.append((T, sps, train_flops))
         print(f"  InterFormer T={T}: {sps:,.0f} samples/s, {train_flops / 1e6:.1f} MFLOP/sample", flush=True)
