@@ -1,6 +1,6 @@
 """Predictions of the fast paths against the plain fp32 CPU path, on the same weights.
 
-    python benchmarks/agreement.py                       # CPU: fused Adam, skipped padding
+    python benchmarks/agreement.py                       # CPU: fused Adam, skipped padding, folded RoPE
     python benchmarks/agreement.py --compile             # + torch.compile against eager
     python benchmarks/agreement.py --device cuda [--compile]   # + CUDA fp32 and bf16 against CPU
 
@@ -62,6 +62,9 @@ def main(argv=None):
         variants = []
         if name == "InterFormer":  # the default groups rows by history length (CPU)
             variants.append(("cpu padded batch (skip_padding: false)", "cpu", dict(skip_padding=False), FP32_TOL))
+        if any(hasattr(m, "fold_rope") for m in reference.modules()):  # RoPE folded into weights (CPU)
+            variants.append(("cpu q and k rotated per token (fold_rope off)", "cpu", dict(fold_rope=False),
+                             FP32_TOL))
         if args.compile:
             variants.append(("cpu torch.compile", "cpu", dict(torch_compile=True), FP32_TOL))
         if args.device == "cuda":
@@ -70,7 +73,12 @@ def main(argv=None):
             if args.compile:
                 variants.append(("cuda torch.compile", "cuda", dict(torch_compile=True), FP32_TOL))
         for label, device, switches, tol in variants:
+            switches = dict(switches)
+            fold_rope = switches.pop("fold_rope", True)  # a module attribute, not a model key
             model = build(name, fmap, device, **switches)
+            for m in model.modules():
+                if hasattr(m, "fold_rope"):
+                    m.fold_rope = fold_rope
             model.load_state_dict(state)
             ok &= compare(label, expected, probabilities(model, data), tol)
         # A training step with fused Adam against the plain Adam, from the same weights.

@@ -60,6 +60,7 @@ def test_rope_hand_written_backward_equals_autograd_of_the_plain_rotation():
 
 def test_attention_step_has_no_host_sync_for_positions(monkeypatch):
     mha = RotaryMultiheadAttention(16, 2)
+    mha.fold_rope = False  # the CPU-only column check reads the batch; elsewhere it is never made
     x, mask = torch.randn(2, 7, 16), torch.rand(2, 7) > 0.3
 
     def no_item(self):
@@ -114,6 +115,78 @@ def test_attention_fast_layout_equals_the_plain_formulation():
     rotated = mha.rope.rotate_tokens(qk, positions, bound=N)
     assert torch.allclose(rotated.permute(2, 0, 3, 1, 4), mha.rope(qk.permute(2, 0, 3, 1, 4), positions),
                           atol=1e-6)
+
+
+def _attention_and_grads(mha, x, mask, fold):
+    """Output at the valid positions, and the gradients of the input and parameters."""
+    mha.fold_rope = fold
+    x = x.clone().requires_grad_(True)
+    out = mha(x, mask, valid_positions(mask), keys_nonempty=True) * mask.unsqueeze(-1)
+    grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
+                                [x] + list(mha.parameters()))
+    return [out.detach()] + list(grads)
+
+
+def test_rope_folded_into_column_weights_equals_rotating_q_and_k():
+    torch.manual_seed(0)
+    B, N, d, H = 6, 13, 16, 2
+    mha = RotaryMultiheadAttention(d, H)
+    x = torch.randn(B, N, d)
+    lengths = torch.tensor([13, 13, 1, 5, 12, 2])  # full and post-padded rows
+    mask = torch.arange(N).unsqueeze(0) < lengths.unsqueeze(1)
+    assert mha._positions_are_columns(x, mask, valid_positions(mask))
+    folded, plain = _attention_and_grads(mha, x, mask, True), _attention_and_grads(mha, x, mask, False)
+    for a, b in zip(folded, plain):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert folded[0].abs().sum() > 0
+
+
+def test_column_qkv_gradients_are_exact():
+    from interformer_fuxi.layers.column_qkv import column_qkv
+    g = torch.Generator().manual_seed(0)
+    B, N, d, dq = 3, 4, 5, 6
+    args = [torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
+            for shape in [(B, N, d), (N, dq, d), (N, dq, d), (N, dq), (N, dq), (dq, d), (dq,)]]
+    assert torch.autograd.gradcheck(column_qkv, args)
+
+
+def test_rope_is_folded_only_where_every_position_is_its_column():
+    mha = RotaryMultiheadAttention(16, 2)
+    x = torch.randn(4, 9, 16)
+    lengths = torch.tensor([[9], [3], [0], [6]])
+    post = torch.arange(9).unsqueeze(0) < lengths
+    assert mha._positions_are_columns(x, post, valid_positions(post))
+    assert mha._positions_are_columns(x, None, None)
+    pre = post.flip(1)  # ranks differ from columns: the plain rotation
+    assert not mha._positions_are_columns(x, pre, valid_positions(pre))
+    assert not mha._positions_are_columns(x, None, valid_positions(pre))
+    mha.fold_rope = False
+    assert not mha._positions_are_columns(x, post, valid_positions(post))
+    mha.fold_rope = True
+    # never on another device: the check would read the batch back (a sync on a GPU)
+    assert not mha._positions_are_columns(x.to("meta"), post.to("meta"), None)
+    assert not mha._positions_are_columns(x.double(), post, None)  # weights in another dtype
+
+
+@pytest.mark.parametrize("mode", ["int", "n2s"])
+def test_rope_folded_into_column_weights_keeps_interformer_predictions_and_training(mode):
+    data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)  # post-padded, full and empty rows
+    folded = build(InterFormer, interleave_mode=mode)
+    plain = build(InterFormer, interleave_mode=mode)
+    for m in plain.modules():
+        if isinstance(m, RotaryMultiheadAttention):
+            m.fold_rope = False
+    calls = []
+    for m in folded.modules():
+        if isinstance(m, RotaryMultiheadAttention):
+            m.register_forward_hook(lambda mod, args, out: calls.append(
+                mod._positions_are_columns(args[0], args[1], args[2])))
+    assert torch.allclose(predictions(folded, data), predictions(plain, data), atol=1e-6)
+    assert calls and all(calls)
+    for _ in range(3):
+        folded.train_step(data)
+        plain.train_step(data)
+    assert torch.allclose(predictions(folded, data), predictions(plain, data), atol=1e-5)
 
 
 def test_pma_without_projecting_keys_and_values_equals_the_plain_attention():

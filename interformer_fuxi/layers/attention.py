@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .column_qkv import column_qkv
 from .rope import RotaryEmbedding
 
 
@@ -15,6 +16,9 @@ class RotaryMultiheadAttention(nn.Module):
     A fused ``Linear(d, 3d)`` gives q, k, v; RoPE rotates q and k per head with the
     given per-sample positions; ``F.scaled_dot_product_attention`` runs with the boolean
     key mask broadcast to ``[B, 1, 1, N]``; a ``Linear(d, d)`` projects the heads back.
+    On the CPU, when every valid token's position is its column (full or post-padded
+    rows), the rotation is folded into per-column q/k weights (:func:`column_qkv`): the
+    same result without rotating the ``[B, N, d]`` activations and their gradients.
 
     Edge cases: a sample with no valid key is attended as if all keys were valid (so no
     softmax over an empty set, no NaN) and its output is then set to exactly zero.
@@ -57,22 +61,27 @@ class RotaryMultiheadAttention(nn.Module):
         self.qkv = nn.Linear(embedding_dim, 3 * embedding_dim)
         self.out_proj = nn.Linear(embedding_dim, embedding_dim)
         self.rope = RotaryEmbedding(self.head_dim) if use_rope else None
+        # CPU fast path for tokens at their column positions (tests turn it off to compare)
+        self.fold_rope = True
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 positions: Optional[torch.Tensor] = None, need_weights: bool = False,
                 keys_nonempty: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         B, N, _ = x.shape
         H, dh = self.num_heads, self.head_dim
-        qkv = self.qkv(x).view(B, N, 3, H, dh)
-        if self.rope is not None:
-            if positions is None:
-                positions = torch.arange(N, device=x.device).expand(B, N)
-            qk, v = qkv.split([2, 1], dim=2)
-            # q and k rotated together in the projection's layout; positions < N by contract
-            q, k = self.rope.rotate_tokens(qk, positions, bound=N).unbind(2)
-            v = v.squeeze(2)
+        if self.rope is not None and not need_weights and self._positions_are_columns(x, mask, positions):
+            q, k, v = self._column_qkv(x)
         else:
-            q, k, v = qkv.unbind(2)
+            qkv = self.qkv(x).view(B, N, 3, H, dh)
+            if self.rope is not None:
+                if positions is None:
+                    positions = torch.arange(N, device=x.device).expand(B, N)
+                qk, v = qkv.split([2, 1], dim=2)
+                # q and k rotated together in the projection's layout; positions < N by contract
+                q, k = self.rope.rotate_tokens(qk, positions, bound=N).unbind(2)
+                v = v.squeeze(2)
+            else:
+                q, k, v = qkv.unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # each [B, H, N, dh]
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=x.device)
@@ -100,6 +109,30 @@ class RotaryMultiheadAttention(nn.Module):
         if has_key is not None:
             out = out * has_key.view(B, 1, 1).to(out.dtype)
         return (out, weights) if need_weights else out
+
+    def _positions_are_columns(self, x, mask, positions) -> bool:
+        """Whether every valid token's position is its column (full or post-padded rows),
+        so that RoPE can be folded into per-column weights. Only on the CPU in eager mode:
+        the check reads the batch on the host (free there, a sync on a GPU), and the
+        compiler fuses the plain rotation."""
+        if (not self.fold_rope or x.device.type != "cpu" or torch.compiler.is_compiling()
+                or torch.is_autocast_enabled("cpu") or x.dtype != self.qkv.weight.dtype):
+            return False
+        if positions is None:
+            return True
+        moved = positions != torch.arange(x.shape[1], device=x.device)
+        if mask is not None:
+            moved &= mask.bool()
+        return not bool(moved.any())
+
+    def _column_qkv(self, x):
+        """q, k, v ``[B, N, H, dh]`` (views of contiguous ``[B, N, d]``), q and k rotated by
+        their columns through per-column weights (:func:`column_qkv`)."""
+        B, N, d = x.shape
+        W, b = self.qkv.weight, self.qkv.bias
+        W_qk, b_qk = self.rope.rotate_projection(W[:2 * d], b[:2 * d], N)  # [N, 2d, d], [N, 2d]
+        q, k, v = column_qkv(x, W_qk[:, :d], W_qk[:, d:], b_qk[:, :d], b_qk[:, d:], W[2 * d:], b[2 * d:])
+        return (t.view(B, N, self.num_heads, self.head_dim) for t in (q, k, v))
 
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, num_heads={self.num_heads}, "

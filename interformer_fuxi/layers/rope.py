@@ -1,4 +1,6 @@
 """Rotary position embeddings (Su et al. 2021) with per-sample positions."""
+from typing import Tuple
+
 import torch
 from torch import nn
 
@@ -81,6 +83,35 @@ class RotaryEmbedding(nn.Module):
             x1, x2 = x.chunk(2, dim=-1)
             return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
         return _Rotate.apply(x, cos, sin)
+
+    def rotate_projection(self, weight: torch.Tensor, bias: torch.Tensor, length: int
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-column copies of a projection with the rotation folded in.
+
+        Rotating a projection's output is a linear map, so the token at column ``n`` gets
+        ``R_n (W x + b) = (R_n W) x + R_n b``. Returns those ``R_n W`` and ``R_n b`` for
+        ``n = 0..length-1``; a batched product then projects and rotates in one pass, with
+        no element-wise rotation of the ``[B, N, ...]`` activations and none of its gradient.
+        The tables are small (``length`` copies of ``W``), and autograd carries the
+        gradient back to ``W`` and ``b``.
+
+        Shapes:
+            weight ``[G*dh, d]`` (``G`` head blocks of ``dh`` rows, e.g. q and k of every
+            head), bias ``[G*dh]`` -> ``[length, G*dh, d]`` and ``[length, G*dh]``.
+        """
+        self._grow(None, length)
+        half, rows = self.head_dim // 2, weight.shape[0]
+        cos = self.cos_cached[:length, :half].to(weight.dtype)
+        sin = self.sin_cached[:length, :half].to(weight.dtype)
+
+        def rotate(t, angles_shape):  # t: [G, dh, ...] -> [length, G, dh, ...]
+            c, s = cos.view(angles_shape), sin.view(angles_shape)
+            t1, t2 = t[:, :half].unsqueeze(0), t[:, half:].unsqueeze(0)
+            return torch.cat((t1 * c - t2 * s, t2 * c + t1 * s), dim=2)
+
+        W = rotate(weight.view(-1, self.head_dim, weight.shape[1]), (length, 1, half, 1))
+        b = rotate(bias.view(-1, self.head_dim), (length, 1, half))
+        return W.reshape(length, rows, weight.shape[1]), b.reshape(length, rows)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         self._grow(positions, None)
