@@ -2,7 +2,7 @@
 import torch
 from torch import nn
 
-from ..layers import LCE, PMA, Gating, recent_tokens
+from ..layers import LCE, PMA, Gating, recent_positions
 
 
 class CrossArch(nn.Module):
@@ -54,9 +54,14 @@ class CrossArch(nn.Module):
 
     def summarize_sequence(self, S, mask):
         """``S_sum``: ``[B, n_sum + T, d] -> [B, n_sum + k_pma + k_recent, d]``."""
-        cls = S[:, :self.num_cls_tokens]
-        recent, _ = recent_tokens(S[:, self.num_cls_tokens:], mask[:, self.num_cls_tokens:],
-                                  self.num_recent_tokens)
+        B, _, d = S.shape
+        n, k = self.num_cls_tokens, self.num_recent_tokens
+        recent, recent_mask = recent_positions(mask[:, n:], k)
+        # The CLS positions and the newest items in one gather: in the backward, one buffer
+        # of S's size takes both gradients (a slice and a gather would take one each).
+        index = torch.cat([torch.arange(n, device=S.device).expand(B, n), recent + n], dim=1)
+        cls, recent = S.gather(1, index.unsqueeze(-1).expand(B, n + k, d)).split([n, k], dim=1)
+        recent = recent.masked_fill(~recent_mask.unsqueeze(-1), 0.0)  # slots past a short history
         return self.s_gating(torch.cat([cls, self.pma(S, mask), recent], dim=1))
 
     def forward(self, X, S, mask):

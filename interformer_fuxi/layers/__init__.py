@@ -11,7 +11,7 @@ from .interaction_factory import INTERACTIONS, build_interaction
 from .grouping import length_groups
 from .pffn import PFFN
 from .pma import PMA
-from .positions import recent_tokens, valid_positions
+from .positions import recent_positions, recent_tokens, valid_positions
 from .rope import RotaryEmbedding, rotate_half
 from .sequence_merge import MaskNetMerge
 from .token_lce import LCE
@@ -36,6 +36,7 @@ __all__ = [
     "WukongLayer",
     "build_interaction",
     "length_groups",
+    "recent_positions",
     "recent_tokens",
     "rotate_half",
     "valid_positions",

@@ -32,12 +32,44 @@ def valid_positions(mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, rank, torch.zeros_like(rank))
 
 
-def recent_tokens(S: torch.Tensor, mask: torch.Tensor, k: int
-                  ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` newest valid items of each history, newest first.
+def recent_positions(mask: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Where the ``k`` newest valid items of each history are, newest first.
 
     The newest item is the last valid position in index order (true for pre- and for
-    post-padding). Slots beyond a history's length are zero vectors with mask False.
+    post-padding). Slots beyond a history's length point at position 0, with mask False.
+
+    Args:
+        mask: ``[B, T]`` bool, True = valid.
+        k (int): number of recent items (0 gives empty tensors).
+
+    Returns:
+        index ``[B, k]`` long and slot_mask ``[B, k]`` bool.
+
+    Example::
+
+        >>> index, m = recent_positions(torch.tensor([[True, True, True, False]]), 2)
+        >>> index.tolist(), m.tolist()
+        ([[2, 1]], [[True, True]])
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    B = mask.shape[0]
+    if k == 0:
+        return (torch.zeros(B, 0, dtype=torch.long, device=mask.device),
+                torch.zeros(B, 0, dtype=torch.bool, device=mask.device))
+    mask = mask.bool()
+    # Rank from the end among valid items: newest valid = 0, next = 1, ...
+    from_end = mask.flip(-1).long().cumsum(-1).flip(-1) - 1
+    slots = torch.arange(k, device=mask.device)
+    onehot = mask.unsqueeze(1) & (from_end.unsqueeze(1) == slots.view(1, k, 1))  # [B, k, T]
+    return onehot.long().argmax(-1), onehot.any(-1)
+
+
+def recent_tokens(S: torch.Tensor, mask: torch.Tensor, k: int
+                  ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` newest valid items of each history, newest first (:func:`recent_positions`).
+
+    Slots beyond a history's length are zero vectors with mask False.
 
     Args:
         S: ``[B, T, d]`` tokens.
@@ -55,18 +87,7 @@ def recent_tokens(S: torch.Tensor, mask: torch.Tensor, k: int
         ([3.0, 2.0], [[True, True]])
     """
     B, T, d = S.shape
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    if k == 0:
-        return S.new_zeros(B, 0, d), torch.zeros(B, 0, dtype=torch.bool, device=S.device)
-    mask = mask.bool()
-    # Rank from the end among valid items: newest valid = 0, next = 1, ...
-    from_end = mask.flip(-1).long().cumsum(-1).flip(-1) - 1
-    slots = torch.arange(k, device=S.device)
-    onehot = mask.unsqueeze(1) & (from_end.unsqueeze(1) == slots.view(1, k, 1))  # [B, k, T]
-    token_mask = onehot.any(-1)
+    index, token_mask = recent_positions(mask, k)
     # Gather (not a one-hot matmul) so non-finite values at padded slots cannot leak in.
-    index = onehot.long().argmax(-1)  # [B, k]; 0 for empty slots, zeroed below
     tokens = S.gather(1, index.unsqueeze(-1).expand(B, k, d))
-    tokens = tokens.masked_fill(~token_mask.unsqueeze(-1), 0.0)
-    return tokens, token_mask
+    return tokens.masked_fill(~token_mask.unsqueeze(-1), 0.0), token_mask
