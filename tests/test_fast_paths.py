@@ -58,15 +58,18 @@ def test_rope_hand_written_backward_equals_autograd_of_the_plain_rotation():
     assert torch.allclose(fast, plain, atol=1e-12)
 
 
-def test_attention_step_has_no_host_sync_for_positions(monkeypatch):
-    mha = RotaryMultiheadAttention(16, 2)
-    mha.fold_rope = False  # the CPU-only column check reads the batch; elsewhere it is never made
-    x, mask = torch.randn(2, 7, 16), torch.rand(2, 7) > 0.3
-
-    def no_item(self):
-        raise AssertionError("a .item() host sync in the attention step")
-    monkeypatch.setattr(torch.Tensor, "item", no_item)
-    mha(x, mask, valid_positions(mask))
+def test_attention_reads_nothing_back_from_a_device():
+    """On the meta device (a stand-in for a GPU), any read of the batch on the host raises:
+    the CPU-only path choices (folded RoPE, dropped all-valid mask) are never made there,
+    and the RoPE tables grow by the known length, not by reading the positions."""
+    mha = RotaryMultiheadAttention(16, 2).to("meta")
+    x = torch.randn(2, 7, 16, device="meta")
+    for mask in (torch.rand(2, 7) > 0.3, torch.ones(2, 7, dtype=torch.bool)):
+        mask = mask.to("meta")
+        for keys_nonempty in (False, True):
+            assert mha(x, mask, valid_positions(mask), keys_nonempty=keys_nonempty).shape == (2, 7, 16)
+    with pytest.raises(RuntimeError, match="meta"):
+        bool(mask.all())  # what the CPU path does
 
 
 def test_torch_compile_switch_keeps_predictions():
@@ -108,6 +111,15 @@ def test_attention_fast_layout_equals_the_plain_formulation():
         ~(mask | ~has_key[:, None])[:, None, None, :], float("-inf"))
     plain = mha.out_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(B, N, d)) * has_key[:, None, None]
     assert torch.allclose(mha(x, mask, positions), plain, atol=1e-6)
+    full = torch.ones(B, N, dtype=torch.bool)  # every key valid: no mask reaches the kernel
+    assert torch.allclose(mha(x, full, valid_positions(full)), mha(x, None, None), atol=1e-6)
+    q, k, v = mha.qkv(x).view(B, N, 3, H, d // H).permute(2, 0, 3, 1, 4)
+    q, k = mha.rope(q, valid_positions(full)), mha.rope(k, valid_positions(full))
+    plain_full = mha.out_proj(((q @ k.transpose(-2, -1) / math.sqrt(d // H)).softmax(-1) @ v)
+                              .transpose(1, 2).reshape(B, N, d))
+    for fold in (True, False):
+        mha.fold_rope = fold
+        assert torch.allclose(mha(x, full, valid_positions(full)), plain_full, atol=1e-6)
     mask[:, 0] = True  # every row has a key: the caller may skip the empty-row handling
     positions = valid_positions(mask)
     assert torch.allclose(mha(x, mask, positions, keys_nonempty=True), mha(x, mask, positions), atol=1e-6)

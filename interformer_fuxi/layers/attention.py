@@ -83,10 +83,11 @@ class RotaryMultiheadAttention(nn.Module):
             else:
                 q, k, v = qkv.unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # each [B, H, N, dh]
-        if mask is None:
-            mask = torch.ones(B, N, dtype=torch.bool, device=x.device)
-        mask = mask.bool()
-        if keys_nonempty:  # the caller's guarantee (e.g. CLS tokens): no empty row to handle
+        if mask is not None:
+            mask = mask.bool()
+        if mask is None or (self._eager_cpu(x) and bool(mask.all())):
+            has_key, attn_mask = None, None  # every key valid (e.g. full histories): nothing to mask
+        elif keys_nonempty:  # the caller's guarantee (e.g. CLS tokens): no empty row to handle
             has_key, attn_mask = None, mask.view(B, 1, 1, N)
         else:
             has_key = mask.any(dim=-1)  # [B]
@@ -97,7 +98,8 @@ class RotaryMultiheadAttention(nn.Module):
         weights = None
         if need_weights:
             scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dh)
-            scores = scores.masked_fill(~attn_mask, float("-inf"))
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
             weights = torch.softmax(scores, dim=-1)
             if has_key is not None:
                 weights = weights * has_key.view(B, 1, 1, 1).to(weights.dtype)
@@ -110,13 +112,18 @@ class RotaryMultiheadAttention(nn.Module):
             out = out * has_key.view(B, 1, 1).to(out.dtype)
         return (out, weights) if need_weights else out
 
+    @staticmethod
+    def _eager_cpu(x) -> bool:
+        """Where the step may read the batch on the host to pick a path: free on the CPU (a
+        sync on a GPU) and outside ``torch.compile`` (which wants one graph)."""
+        return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
     def _positions_are_columns(self, x, mask, positions) -> bool:
         """Whether every valid token's position is its column (full or post-padded rows),
-        so that RoPE can be folded into per-column weights. Only on the CPU in eager mode:
-        the check reads the batch on the host (free there, a sync on a GPU), and the
-        compiler fuses the plain rotation."""
-        if (not self.fold_rope or x.device.type != "cpu" or torch.compiler.is_compiling()
-                or torch.is_autocast_enabled("cpu") or x.dtype != self.qkv.weight.dtype):
+        so that RoPE can be folded into per-column weights. Only on the CPU in eager mode
+        (the compiler fuses the plain rotation)."""
+        if (not self.fold_rope or not self._eager_cpu(x) or torch.is_autocast_enabled("cpu")
+                or x.dtype != self.qkv.weight.dtype):
             return False
         if positions is None:
             return True
