@@ -117,3 +117,30 @@ def test_compile_agreement_says_it_needs_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(SystemExit, match="needs a CUDA device"):
         compile_agreement.main()
+
+
+@pytest.mark.parametrize("switch", ["fold_rope", "skip_padding", "dedup_sequence_tokens"])
+def test_switch_ab_turns_the_fast_path_on_and_off_in_turns(switch, capsys, monkeypatch):
+    import switch_ab
+    seen = []
+    real = switch_ab.switch_setter
+
+    def recording_setter(model, name):
+        turn = real(model, name)
+
+        def record(on):
+            turn(on)
+            if name == "fold_rope":
+                seen.append({m.fold_rope for m in switch_ab._attention_modules(model)})
+            elif name == "skip_padding":
+                seen.append({model.skip_padding})
+            else:
+                seen.append({model.feature_arch.dedup_radix is not None})
+        return record
+    monkeypatch.setattr(switch_ab, "switch_setter", recording_setter)
+    switch_ab.main(["--switch", switch, "--rounds", "2", "--warmup", "1", "--batch", "8", "--T", "8"])
+    timed = seen[2:-1]  # after the warm-up pair, before the final reset
+    assert timed == [{True}, {False}, {False}, {True}]  # the order alternates between rounds
+    assert seen[-1] == {True}
+    out = capsys.readouterr().out
+    assert re.search(rf"^RESULT switch={switch} on_ms=[\d.]+ off_ms=[\d.]+ paired_diff_ms=-?[\d.]+$", out, re.M)
