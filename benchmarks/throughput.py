@@ -125,9 +125,11 @@ def _sync(device):
 
 # --- FLOPs -------------------------------------------------------------------------------------
 
-def _register_cpu_attention_flops():
-    """The CPU flash-attention kernels are missing from torch's FLOP registry: count them like
-    the CUDA ones (2 matmuls forward, 4 backward, per head)."""
+def _register_missing_flops():
+    """Ops missing from torch's FLOP registry, counted like their registered twins:
+    the CPU flash-attention kernels like the CUDA ones (2 matmuls forward, 4 backward, per
+    head), and the in-place ``baddbmm_`` (the backward of RoPE folded into per-column
+    weights) like ``baddbmm``."""
     from torch.utils import flop_counter as fc
     aten = torch.ops.aten
     if aten._scaled_dot_product_flash_attention_for_cpu in fc.flop_registry:
@@ -141,11 +143,15 @@ def _register_cpu_attention_flops():
     def _backward(grad_out, query, key, value, *args, **kwargs):
         return fc.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
 
+    @fc.register_flop_formula(aten.baddbmm_, get_raw=True)
+    def _baddbmm_(self, batch1, batch2, *args, **kwargs):
+        return fc.bmm_flop(batch1.shape, batch2.shape)
+
 
 def flops_per_sample(model, data):
     """``(train, forward)`` FLOPs per sample of one step on ``data``."""
     from torch.utils.flop_counter import FlopCounterMode
-    _register_cpu_attention_flops()
+    _register_missing_flops()
     with FlopCounterMode(display=False) as counter:
         model.train_step(data)
     train = counter.get_total_flops()
