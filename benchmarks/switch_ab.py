@@ -1,6 +1,7 @@
 """One CPU fast path of InterFormer on and off, step by step in one process: its paired effect.
 
     python benchmarks/switch_ab.py --switch fold_rope            # RoPE folded into per-column weights
+    python benchmarks/switch_ab.py --switch pool_backward_by_hand   # PMA's pooling, backward by hand
     python benchmarks/switch_ab.py --switch skip_padding --lengths amazon
     python benchmarks/switch_ab.py --switch dedup_sequence_tokens
 
@@ -38,6 +39,13 @@ def switch_setter(model, name):
             for m in modules:
                 m.fold_rope = on
         return set_fold
+    if name == "pool_backward_by_hand":
+        pmas = [m for m in model.modules() if hasattr(m, "pool_backward_by_hand")]
+
+        def set_pool(on):
+            for m in pmas:
+                m.pool_backward_by_hand = on
+        return set_pool
     if name == "skip_padding":
         return lambda on: setattr(model, "skip_padding", on)
     if name == "dedup_sequence_tokens":
@@ -46,7 +54,7 @@ def switch_setter(model, name):
     raise ValueError(f"unknown switch {name!r}")
 
 
-SWITCHES = ["fold_rope", "skip_padding", "dedup_sequence_tokens"]
+SWITCHES = ["fold_rope", "pool_backward_by_hand", "skip_padding", "dedup_sequence_tokens"]
 
 
 def main(argv=None):

@@ -239,6 +239,39 @@ def test_sequence_tokens_merged_once_per_distinct_ids_equal_the_per_position_mer
     assert torch.allclose(predictions(dedup, data), predictions(plain, data), atol=1e-5)
 
 
+def test_pma_hand_written_backward_equals_autograd(monkeypatch):
+    import interformer_fuxi.layers.pma as pma_module
+    from interformer_fuxi.layers import PMA
+    g = torch.Generator().manual_seed(0)
+    S = torch.randn(3, 7, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    q = torch.randn(4, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    attn_mask = (torch.rand(3, 7, 1, generator=g) > 0.4)
+    attn_mask[:, 0] = True
+    assert torch.autograd.gradcheck(lambda S, q: pma_module._SeedPool.apply(S, q, attn_mask, 0.5), (S, q))
+
+    torch.manual_seed(0)
+    pma = PMA(16, num_seeds=2, num_heads=2)
+    S, mask = torch.randn(5, 11, 16), torch.rand(5, 11) > 0.4
+    mask[0] = False  # an empty row
+    mask[1, 0] = True
+    results = []
+    for by_hand in (True, False):
+        pma.pool_backward_by_hand = by_hand
+        x = S.clone().requires_grad_(True)
+        out = pma(x, mask)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
+                                    [x] + list(pma.parameters()))
+        results.append([out.detach()] + list(grads))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+    # attention dropout while training: the plain path, whose dropout sits between softmax and pooling
+    def refuse(*args):
+        raise AssertionError("hand-written pooling used under attention dropout")
+    monkeypatch.setattr(pma_module._SeedPool, "apply", refuse)
+    PMA(16, num_seeds=2, num_heads=2, attention_dropout=0.5).train()(S, mask)
+
+
 # --- rows grouped by history length (skip_padding) ---------------------------------------------
 
 LONG_FMAP = feature_map(dense=1, sequences=(("item_history", "item_id"), ("cate_history", "cate_id")), max_len=40)

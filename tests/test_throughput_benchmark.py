@@ -132,7 +132,7 @@ def test_compile_agreement_says_it_needs_cuda(monkeypatch):
         compile_agreement.main()
 
 
-@pytest.mark.parametrize("switch", ["fold_rope", "skip_padding", "dedup_sequence_tokens"])
+@pytest.mark.parametrize("switch", ["fold_rope", "pool_backward_by_hand", "skip_padding", "dedup_sequence_tokens"])
 def test_switch_ab_turns_the_fast_path_on_and_off_in_turns(switch, capsys, monkeypatch):
     import switch_ab
     seen = []
@@ -145,6 +145,9 @@ def test_switch_ab_turns_the_fast_path_on_and_off_in_turns(switch, capsys, monke
             turn(on)
             if name == "fold_rope":
                 seen.append({m.fold_rope for m in switch_ab._attention_modules(model)})
+            elif name == "pool_backward_by_hand":
+                seen.append({m.pool_backward_by_hand for m in model.modules()
+                             if hasattr(m, "pool_backward_by_hand")})
             elif name == "skip_padding":
                 seen.append({model.skip_padding})
             else:

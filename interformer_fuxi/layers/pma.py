@@ -11,7 +11,8 @@ class PMA(nn.Module):
     r"""``k`` learnable seed queries attend over a masked set of tokens.
 
     ``PMA(S) = Out( Attention(Q_seeds W_q, S W_k, S W_v, key_mask) )`` with separate q/k/v/out
-    projections, computed without projecting the N keys and values (see ``forward``). No positions: the pooling is
+    projections, computed without projecting the N keys and values (see ``forward``), the
+    pooling with a hand-written backward (:class:`_SeedPool`). No positions: the pooling is
     order-invariant, so padding side does not matter. A sample with no valid key gets
     zeros (finite).
 
@@ -44,6 +45,8 @@ class PMA(nn.Module):
         self.num_seeds = num_seeds
         self.num_heads = num_heads
         self.attention_dropout = float(attention_dropout)
+        # the hand-written backward of the pooling (_SeedPool); tests turn it off to compare
+        self.pool_backward_by_hand = True
         if num_seeds == 0:
             return
         self.seeds = nn.Parameter(torch.empty(num_seeds, embedding_dim))
@@ -66,16 +69,20 @@ class PMA(nn.Module):
         # Same attention as projecting keys and values, ~d/(H k) times fewer FLOPs.
         q = self.q_proj(self.seeds).view(k, H, dh)
         q_keys = torch.einsum("khe,hed->hkd", q, self.k_proj.weight.view(H, dh, d)).reshape(H * k, d)
-        scores = torch.matmul(S, q_keys.t()) / math.sqrt(dh)                  # [B, N, H k], one GEMM
         if mask is None:
             mask = torch.ones(B, N, dtype=torch.bool, device=S.device)
         mask = mask.bool()
         has_key = mask.any(dim=-1)
         # Samples without keys attend to all slots (finite), then are zeroed.
         attn_mask = (mask | ~has_key.unsqueeze(-1)).unsqueeze(-1)              # [B, N, 1]
-        weights = torch.softmax(scores.masked_fill(~attn_mask, float("-inf")), dim=1)  # over N
-        weights = F.dropout(weights, p=self.attention_dropout, training=self.training)
-        pooled = torch.bmm(weights.transpose(1, 2), S).view(B, H, k, d)        # [B, H, k, d]
+        if self.pool_backward_by_hand and not (self.training and self.attention_dropout > 0):
+            pooled = _SeedPool.apply(S, q_keys, attn_mask, 1.0 / math.sqrt(dh))
+        else:
+            scores = torch.matmul(S, q_keys.t()) / math.sqrt(dh)              # [B, N, H k], one GEMM
+            weights = torch.softmax(scores.masked_fill(~attn_mask, float("-inf")), dim=1)  # over N
+            weights = F.dropout(weights, p=self.attention_dropout, training=self.training)
+            pooled = torch.bmm(weights.transpose(1, 2), S)
+        pooled = pooled.view(B, H, k, d)                                       # [B, H, k, d]
         attn = torch.einsum("bhkd,hed->bhke", pooled, self.v_proj.weight.view(H, dh, d))
         attn = attn + self.v_proj.bias.view(1, H, 1, dh)                       # [B, H, k, dh]
         out = self.out_proj(attn.transpose(1, 2).reshape(B, k, d))
@@ -84,3 +91,35 @@ class PMA(nn.Module):
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, num_seeds={self.num_seeds}, "
                 f"num_heads={self.num_heads}")
+
+
+class _SeedPool(torch.autograd.Function):
+    r"""``weights = softmax_N(mask(S qᵀ · scale))``, ``pooled = weightsᵀ S``, with a hand-written
+    backward: S is used twice (scores and pooling), and its two gradients,
+    ``g_scores q`` and ``weights g_pooled``, come out of one batched product over
+    ``[g_scores ‖ weights]``, without a GEMM of inner size ``H k`` and an addition of two
+    ``[B, N, d]`` gradients.
+
+    Shapes: S ``[B, N, d]``, q ``[H k, d]``, attn_mask ``[B, N, 1]`` bool -> ``[B, H k, d]``.
+    """
+
+    @staticmethod
+    def forward(ctx, S, q, attn_mask, scale):
+        B, N, d = S.shape
+        scores = torch.mm(S.reshape(B * N, d), q.t()).view(B, N, -1)
+        weights = torch.softmax(scores.mul_(scale).masked_fill_(~attn_mask, float("-inf")), dim=1)
+        ctx.save_for_backward(S, q, weights)
+        ctx.scale = scale
+        return torch.bmm(weights.transpose(1, 2), S)
+
+    @staticmethod
+    def backward(ctx, g_pooled):
+        S, q, weights = ctx.saved_tensors
+        B, N, d = S.shape
+        g_weights = torch.bmm(S, g_pooled.transpose(1, 2))                     # [B, N, H k]
+        g_scores = weights * (g_weights - (weights * g_weights).sum(1, keepdim=True))
+        g_scores.mul_(ctx.scale)
+        g_S = torch.bmm(torch.cat([g_scores, weights], dim=-1),
+                        torch.cat([q.expand(B, -1, -1), g_pooled], dim=1))
+        g_q = torch.mm(g_scores.reshape(B * N, -1).t(), S.reshape(B * N, d))
+        return g_S, g_q, None, None
