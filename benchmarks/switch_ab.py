@@ -4,6 +4,7 @@
     python benchmarks/switch_ab.py --switch pool_backward_by_hand   # PMA's pooling, backward by hand
     python benchmarks/switch_ab.py --switch skip_padding --lengths amazon
     python benchmarks/switch_ab.py --switch dedup_sequence_tokens
+    python benchmarks/switch_ab.py --switch fold_rope --batch 1 --eval   # single-row predictions
 
 This machine's speed drifts by 10-25% from minute to minute, more than most single changes
 are worth, so two runs of a whole benchmark cannot tell them apart. Here one model (the
@@ -11,7 +12,8 @@ are worth, so two runs of a whole benchmark cannot tell them apart. Here one mod
 ``throughput.py``) trains with the switch on and off in turns, step by step, the order
 alternating between rounds. Each pair of neighbouring steps sees nearly the same machine, so
 the median of the paired differences is what the switch is worth. The weights keep training
-across the steps (as in a run); the switches change the speed, not the result.
+across the steps (as in a run); the switches change the speed, not the result. ``fold_rope``
+on folds at any batch size (by default InterFormer folds from 512 rows, where it pays).
 """
 import argparse
 import os
@@ -38,6 +40,7 @@ def switch_setter(model, name):
         def set_fold(on):
             for m in modules:
                 m.fold_rope = on
+                m.fold_min_rows = 1  # "on" folds at any batch size, to measure where it pays
         return set_fold
     if name == "pool_backward_by_hand":
         pmas = [m for m in model.modules() if hasattr(m, "pool_backward_by_hand")]
@@ -65,33 +68,41 @@ def main(argv=None):
     parser.add_argument("--T", type=int, default=100)
     parser.add_argument("--lengths", default="full", choices=list(LENGTH_PROFILES))
     parser.add_argument("--warmup", type=int, default=4, help="untimed steps per setting")
+    parser.add_argument("--eval", action="store_true",
+                        help="time predictions (eval mode, no gradients) instead of training steps")
     args = parser.parse_args(argv)
     keep_freed_memory()
     fmap = amazon_feature_map(args.T)
     model = build("InterFormer", fmap, "cpu")
     data = make_batches(fmap, args.batch, 1, "cpu", args.lengths)[0]
     turn = switch_setter(model, args.switch)
+    if args.eval:
+        model.eval()
+        step = torch.no_grad()(model.predict_batch)
+    else:
+        step = model.train_step
     for i in range(args.warmup * 2):
         turn(i % 2 == 0)
-        model.train_step(data)
+        step(data)
     times = {True: [], False: []}
     for r in range(args.rounds):
         for on in ((True, False) if r % 2 == 0 else (False, True)):
             turn(on)
             start = time.perf_counter()
-            model.train_step(data)
+            step(data)
             times[on].append(time.perf_counter() - start)
     turn(True)
     diffs = [a - b for a, b in zip(times[True], times[False])]
     on_ms, off_ms = (1e3 * statistics.median(times[k]) for k in (True, False))
+    what = "prediction" if args.eval else "training step"
     print(f"InterFormer, batch {args.batch}, T={args.T}, histories {args.lengths}, "
-          f"{torch.get_num_threads()} threads, {args.rounds} rounds")
-    print(f"  {args.switch} on : median {on_ms:7.1f} ms per step")
-    print(f"  {args.switch} off: median {off_ms:7.1f} ms per step")
-    print(f"  paired difference (on - off): median {1e3 * statistics.median(diffs):+.1f} ms, "
+          f"{torch.get_num_threads()} threads, {args.rounds} rounds of one {what} each way")
+    print(f"  {args.switch} on : median {on_ms:8.2f} ms per {what}")
+    print(f"  {args.switch} off: median {off_ms:8.2f} ms per {what}")
+    print(f"  paired difference (on - off): median {1e3 * statistics.median(diffs):+.2f} ms, "
           f"on faster in {sum(d < 0 for d in diffs)} of {len(diffs)} pairs")
-    print(f"RESULT switch={args.switch} on_ms={on_ms:.1f} off_ms={off_ms:.1f} "
-          f"paired_diff_ms={1e3 * statistics.median(diffs):.1f}")
+    print(f"RESULT switch={args.switch} on_ms={on_ms:.2f} off_ms={off_ms:.2f} "
+          f"paired_diff_ms={1e3 * statistics.median(diffs):.2f}")
 
 
 if __name__ == "__main__":

@@ -117,6 +117,7 @@ def test_attention_fast_layout_equals_the_plain_formulation():
     q, k = mha.rope(q, valid_positions(full)), mha.rope(k, valid_positions(full))
     plain_full = mha.out_proj(((q @ k.transpose(-2, -1) / math.sqrt(d // H)).softmax(-1) @ v)
                               .transpose(1, 2).reshape(B, N, d))
+    mha.fold_min_rows = 1  # the folded path too, small as the batch is
     for fold in (True, False):
         mha.fold_rope = fold
         assert torch.allclose(mha(x, full, valid_positions(full)), plain_full, atol=1e-6)
@@ -143,6 +144,7 @@ def test_rope_folded_into_column_weights_equals_rotating_q_and_k():
     torch.manual_seed(0)
     B, N, d, H = 6, 13, 16, 2
     mha = RotaryMultiheadAttention(d, H)
+    mha.fold_min_rows = 1  # small batches take the plain path by default
     x = torch.randn(B, N, d)
     lengths = torch.tensor([13, 13, 1, 5, 12, 2])  # full and post-padded rows
     mask = torch.arange(N).unsqueeze(0) < lengths.unsqueeze(1)
@@ -167,6 +169,9 @@ def test_rope_is_folded_only_where_every_position_is_its_column():
     x = torch.randn(4, 9, 16)
     lengths = torch.tensor([[9], [3], [0], [6]])
     post = torch.arange(9).unsqueeze(0) < lengths
+    assert not mha._positions_are_columns(x, post, valid_positions(post))  # 4 rows: too few to pay
+    assert mha._positions_are_columns(x.repeat(128, 1, 1), post.repeat(128, 1), None)  # 512 rows
+    mha.fold_min_rows = 1
     assert mha._positions_are_columns(x, post, valid_positions(post))
     assert mha._positions_are_columns(x, None, None)
     pre = post.flip(1)  # ranks differ from columns: the plain rotation
@@ -191,6 +196,7 @@ def test_rope_folded_into_column_weights_keeps_interformer_predictions_and_train
     calls = []
     for m in folded.modules():
         if isinstance(m, RotaryMultiheadAttention):
+            m.fold_min_rows = 1
             m.register_forward_hook(lambda mod, args, out: calls.append(
                 mod._positions_are_columns(args[0], args[1], args[2])))
     assert torch.allclose(predictions(folded, data), predictions(plain, data), atol=1e-6)

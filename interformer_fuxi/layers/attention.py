@@ -16,9 +16,10 @@ class RotaryMultiheadAttention(nn.Module):
     A fused ``Linear(d, 3d)`` gives q, k, v; RoPE rotates q and k per head with the
     given per-sample positions; ``F.scaled_dot_product_attention`` runs with the boolean
     key mask broadcast to ``[B, 1, 1, N]``; a ``Linear(d, d)`` projects the heads back.
-    On the CPU, when every valid token's position is its column (full or post-padded
-    rows), the rotation is folded into per-column q/k weights (:func:`column_qkv`): the
-    same result without rotating the ``[B, N, d]`` activations and their gradients.
+    On the CPU, for batches of ``fold_min_rows`` rows or more whose valid tokens all sit at
+    their column positions (full or post-padded rows), the rotation is folded into
+    per-column q/k weights (:func:`column_qkv`): the same result without rotating the
+    ``[B, N, d]`` activations and their gradients.
 
     Edge cases: a sample with no valid key is attended as if all keys were valid (so no
     softmax over an empty set, no NaN) and its output is then set to exactly zero.
@@ -61,8 +62,11 @@ class RotaryMultiheadAttention(nn.Module):
         self.qkv = nn.Linear(embedding_dim, 3 * embedding_dim)
         self.out_proj = nn.Linear(embedding_dim, embedding_dim)
         self.rope = RotaryEmbedding(self.head_dim) if use_rope else None
-        # CPU fast path for tokens at their column positions (tests turn it off to compare)
+        # CPU fast path for tokens at their column positions (tests turn it off to compare).
+        # Its per-column products are loops of N small GEMMs, whose fixed cost outweighs the
+        # saving below about 256 rows (single-row latency would double): larger batches only.
         self.fold_rope = True
+        self.fold_min_rows = 512
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 positions: Optional[torch.Tensor] = None, need_weights: bool = False,
@@ -122,8 +126,8 @@ class RotaryMultiheadAttention(nn.Module):
         """Whether every valid token's position is its column (full or post-padded rows),
         so that RoPE can be folded into per-column weights. Only on the CPU in eager mode
         (the compiler fuses the plain rotation)."""
-        if (not self.fold_rope or not self._eager_cpu(x) or torch.is_autocast_enabled("cpu")
-                or x.dtype != self.qkv.weight.dtype):
+        if (not self.fold_rope or x.shape[0] < self.fold_min_rows or not self._eager_cpu(x)
+                or torch.is_autocast_enabled("cpu") or x.dtype != self.qkv.weight.dtype):
             return False
         if positions is None:
             return True
