@@ -276,6 +276,8 @@ def test_pma_hand_written_backward_equals_autograd(monkeypatch):
         raise AssertionError("hand-written pooling used under attention dropout")
     monkeypatch.setattr(pma_module._SeedPool, "apply", refuse)
     PMA(16, num_seeds=2, num_heads=2, attention_dropout=0.5).train()(S, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # and under autocast (mixed dtypes)
+        PMA(16, num_seeds=2, num_heads=2)(S, mask).float().sum().backward()
 
 
 # --- rows grouped by history length (skip_padding) ---------------------------------------------

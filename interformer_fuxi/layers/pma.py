@@ -75,7 +75,9 @@ class PMA(nn.Module):
         has_key = mask.any(dim=-1)
         # Samples without keys attend to all slots (finite), then are zeroed.
         attn_mask = (mask | ~has_key.unsqueeze(-1)).unsqueeze(-1)              # [B, N, 1]
-        if self.pool_backward_by_hand and not (self.training and self.attention_dropout > 0):
+        # (not under autocast, whose dtypes the forward would mix into the hand-written backward)
+        if (self.pool_backward_by_hand and not (self.training and self.attention_dropout > 0)
+                and not torch.is_autocast_enabled(S.device.type)):
             pooled = _SeedPool.apply(S, q_keys, attn_mask, 1.0 / math.sqrt(dh))
         else:
             scores = torch.matmul(S, q_keys.t()) / math.sqrt(dh)              # [B, N, H k], one GEMM
