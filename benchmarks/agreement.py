@@ -15,6 +15,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from switch_ab import holders, switch_setter  # noqa: E402
 from throughput import MODELS, amazon_feature_map, build, make_batches  # noqa: E402
 
 FP32_TOL, BF16_TOL = 1e-4, 2e-2
@@ -57,15 +58,15 @@ def main(argv=None):
     for name in args.models:
         print(name, flush=True)
         reference = build(name, fmap, "cpu")
-        for m in reference.modules():  # the folded RoPE at any batch size, to compare with the plain one
-            if hasattr(m, "fold_min_rows"):
-                m.fold_min_rows = 1
+        folds = holders(reference, "fold_rope")
+        if folds:  # the folded RoPE at any batch size, to compare with the plain one
+            switch_setter(reference, "fold_rope")(True)
         state = {k: v.clone() for k, v in reference.state_dict().items()}
         expected = probabilities(reference, data)
         variants = []
         if name == "InterFormer":  # the default groups rows by history length (CPU)
             variants.append(("cpu padded batch (skip_padding: false)", "cpu", dict(skip_padding=False), FP32_TOL))
-        if any(hasattr(m, "fold_rope") for m in reference.modules()):  # RoPE folded into weights (CPU)
+        if folds:  # RoPE folded into weights (CPU)
             variants.append(("cpu q and k rotated per token (fold_rope off)", "cpu", dict(fold_rope=False),
                              FP32_TOL))
         if args.compile:
@@ -77,11 +78,10 @@ def main(argv=None):
                 variants.append(("cuda torch.compile", "cuda", dict(torch_compile=True), FP32_TOL))
         for label, device, switches, tol in variants:
             switches = dict(switches)
-            fold_rope = switches.pop("fold_rope", True)  # a module attribute, not a model key
+            fold_rope = switches.pop("fold_rope", None)  # a module attribute, not a model key
             model = build(name, fmap, device, **switches)
-            for m in model.modules():
-                if hasattr(m, "fold_rope"):
-                    m.fold_rope = fold_rope
+            if fold_rope is not None:
+                switch_setter(model, "fold_rope")(fold_rope)
             model.load_state_dict(state)
             ok &= compare(label, expected, probabilities(model, data), tol)
         # A training step with fused Adam against the plain Adam, from the same weights.

@@ -28,33 +28,26 @@ from throughput import LENGTH_PROFILES, amazon_feature_map, build, make_batches 
 from interformer_fuxi.cpu_heap import keep_freed_memory  # noqa: E402
 
 
-def _attention_modules(model):
-    return [m for m in model.modules() if hasattr(m, "fold_rope")]
+def holders(model, attribute):
+    """The modules of ``model`` (itself included) that carry ``attribute``."""
+    return [m for m in model.modules() if hasattr(m, attribute)]
 
 
 def switch_setter(model, name):
     """A function that turns the named fast path on (True) or off (False) in ``model``."""
-    if name == "fold_rope":
-        modules = _attention_modules(model)
-
-        def set_fold(on):
-            for m in modules:
-                m.fold_rope = on
-                m.fold_min_rows = 1  # "on" folds at any batch size, to measure where it pays
-        return set_fold
-    if name == "pool_backward_by_hand":
-        pmas = [m for m in model.modules() if hasattr(m, "pool_backward_by_hand")]
-
-        def set_pool(on):
-            for m in pmas:
-                m.pool_backward_by_hand = on
-        return set_pool
-    if name == "skip_padding":
-        return lambda on: setattr(model, "skip_padding", on)
-    if name == "dedup_sequence_tokens":
+    if name not in SWITCHES:
+        raise ValueError(f"unknown switch {name!r}")
+    if name == "dedup_sequence_tokens":  # a table of radices, None when off
         radix = model.feature_arch.dedup_radix
         return lambda on: setattr(model.feature_arch, "dedup_radix", radix if on else None)
-    raise ValueError(f"unknown switch {name!r}")
+    modules = holders(model, name)  # a boolean attribute: fold_rope, pool_backward_by_hand, skip_padding
+
+    def turn(on):
+        for m in modules:
+            setattr(m, name, on)
+            if name == "fold_rope":
+                m.fold_min_rows = 1  # "on" folds at any batch size, to measure where it pays
+    return turn
 
 
 SWITCHES = ["fold_rope", "pool_backward_by_hand", "skip_padding", "dedup_sequence_tokens"]

@@ -73,6 +73,8 @@ class RotaryMultiheadAttention(nn.Module):
                 keys_nonempty: bool = False) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
         B, N, _ = x.shape
         H, dh = self.num_heads, self.head_dim
+        if mask is not None:
+            mask = mask.bool()
         if self.rope is not None and not need_weights and self._positions_are_columns(x, mask, positions):
             q, k, v = self._column_qkv(x)
         else:
@@ -87,8 +89,6 @@ class RotaryMultiheadAttention(nn.Module):
             else:
                 q, k, v = qkv.unbind(2)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # each [B, H, N, dh]
-        if mask is not None:
-            mask = mask.bool()
         if mask is None or (self._eager_cpu(x) and bool(mask.all())):
             has_key, attn_mask = None, None  # every key valid (e.g. full histories): nothing to mask
         elif keys_nonempty:  # the caller's guarantee (e.g. CLS tokens): no empty row to handle

@@ -54,7 +54,7 @@ class _ColumnQKV(torch.autograd.Function):
     def backward(ctx, gq, gk, gv):
         x, Wq, Wk, Wv = ctx.saved_tensors
         B, N, d = x.shape
-        gq, gk, gv = gq.reshape(B, N, -1), gk.reshape(B, N, -1), gv.reshape(B * N, -1)
+        gv = gv.reshape(B * N, -1)  # q's and k's gradients are used as [N, B, dq] views as they come
         x_cols, gq_cols, gk_cols = _by_column(x), _by_column(gq), _by_column(gk)
         gx = torch.mm(gv, Wv).view(B, N, d)
         _by_column(gx).baddbmm_(gq_cols, Wq).baddbmm_(gk_cols, Wk)
