@@ -2,6 +2,7 @@
 
     python benchmarks/switch_ab.py --switch fold_rope            # RoPE folded into per-column weights
     python benchmarks/switch_ab.py --switch pool_backward_by_hand   # PMA's pooling, backward by hand
+    python benchmarks/switch_ab.py --switch low_rank_product        # PFFN as (S X_sum^T) W
     python benchmarks/switch_ab.py --switch skip_padding --lengths amazon
     python benchmarks/switch_ab.py --switch dedup_sequence_tokens
     python benchmarks/switch_ab.py --switch fold_rope --batch 1 --eval   # single-row predictions
@@ -40,7 +41,7 @@ def switch_setter(model, name):
     if name == "dedup_sequence_tokens":  # a table of radices, None when off
         radix = model.feature_arch.dedup_radix
         return lambda on: setattr(model.feature_arch, "dedup_radix", radix if on else None)
-    modules = holders(model, name)  # a boolean attribute: fold_rope, pool_backward_by_hand, skip_padding
+    modules = holders(model, name)  # a boolean attribute: the others
 
     def turn(on):
         for m in modules:
@@ -50,7 +51,7 @@ def switch_setter(model, name):
     return turn
 
 
-SWITCHES = ["fold_rope", "pool_backward_by_hand", "skip_padding", "dedup_sequence_tokens"]
+SWITCHES = ["fold_rope", "pool_backward_by_hand", "low_rank_product", "skip_padding", "dedup_sequence_tokens"]
 
 
 def main(argv=None):

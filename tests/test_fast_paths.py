@@ -226,6 +226,34 @@ def test_pma_without_projecting_keys_and_values_equals_the_plain_attention():
     assert torch.allclose(pma(S, mask), plain, atol=1e-6)
 
 
+def test_pffn_low_rank_product_equals_the_per_sample_weight(monkeypatch):
+    from interformer_fuxi.layers import PFFN
+    torch.manual_seed(0)
+    pffn = PFFN(16, num_summary_tokens=4)
+    X_sum, S = torch.randn(5, 4, 16), torch.randn(5, 9, 16)
+    results = []
+    for low_rank in (True, False):
+        pffn.low_rank_product = low_rank
+        x, s = X_sum.clone().requires_grad_(True), S.clone().requires_grad_(True)
+        out = pffn(x, s)
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
+                                    [x, s, pffn.weight])
+        results.append([out.detach()] + list(grads))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+    # taken where it saves FLOPs (2 n_sum < d), not where the d x d weight is cheaper
+    def refuse(*args):
+        raise AssertionError("d x d weight built")
+    pffn.low_rank_product = True
+    monkeypatch.setattr(pffn, "personal_weight", refuse)
+    pffn(X_sum, S)
+    wide = PFFN(8, num_summary_tokens=4)
+    monkeypatch.setattr(wide, "personal_weight", refuse)
+    with pytest.raises(AssertionError, match="d x d weight built"):
+        wide(torch.randn(2, 4, 8), torch.randn(2, 3, 8))
+
+
 def test_sequence_tokens_merged_once_per_distinct_ids_equal_the_per_position_merge():
     data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)  # padding and short histories
     item, cate = FMAP.get_column_index("item_history"), FMAP.get_column_index("cate_history")

@@ -132,7 +132,8 @@ def test_compile_agreement_says_it_needs_cuda(monkeypatch):
         compile_agreement.main()
 
 
-@pytest.mark.parametrize("switch", ["fold_rope", "pool_backward_by_hand", "skip_padding", "dedup_sequence_tokens"])
+@pytest.mark.parametrize("switch", ["fold_rope", "pool_backward_by_hand", "low_rank_product", "skip_padding",
+                                    "dedup_sequence_tokens"])
 def test_switch_ab_turns_the_fast_path_on_and_off_in_turns(switch, capsys, monkeypatch):
     import switch_ab
     seen = []
@@ -145,9 +146,8 @@ def test_switch_ab_turns_the_fast_path_on_and_off_in_turns(switch, capsys, monke
             turn(on)
             if name == "fold_rope":
                 seen.append({m.fold_rope for m in model.modules() if hasattr(m, "fold_rope")})
-            elif name == "pool_backward_by_hand":
-                seen.append({m.pool_backward_by_hand for m in model.modules()
-                             if hasattr(m, "pool_backward_by_hand")})
+            elif name in ("pool_backward_by_hand", "low_rank_product"):
+                seen.append({getattr(m, name) for m in model.modules() if hasattr(m, name)})
             elif name == "skip_padding":
                 seen.append({model.skip_padding})
             else:
