@@ -1,6 +1,7 @@
 """One CPU fast path of InterFormer on and off, step by step in one process: its paired effect.
 
     python benchmarks/switch_ab.py --switch fold_rope            # RoPE folded into per-column weights
+    python benchmarks/switch_ab.py --switch fused_cpu_attention  # the C++ attention kernel
     python benchmarks/switch_ab.py --switch pool_backward_by_hand   # PMA's pooling, backward by hand
     python benchmarks/switch_ab.py --switch low_rank_product        # PFFN as (S X_sum^T) W
     python benchmarks/switch_ab.py --switch skip_padding --lengths amazon
@@ -51,7 +52,8 @@ def switch_setter(model, name):
     return turn
 
 
-SWITCHES = ["fold_rope", "pool_backward_by_hand", "low_rank_product", "skip_padding", "dedup_sequence_tokens"]
+SWITCHES = ["fold_rope", "fused_cpu_attention", "pool_backward_by_hand", "low_rank_product", "skip_padding",
+            "dedup_sequence_tokens"]
 
 
 def main(argv=None):

@@ -127,25 +127,34 @@ def _sync(device):
 
 def _register_missing_flops():
     """Ops missing from torch's FLOP registry, counted like their registered twins:
-    the CPU flash-attention kernels like the CUDA ones (2 matmuls forward, 4 backward, per
-    head), and the in-place ``baddbmm_`` (the backward of RoPE folded into per-column
-    weights) like ``baddbmm``."""
+    the CPU flash-attention kernels and our fused CPU attention like the CUDA ones (2 matmuls
+    forward, 4 backward, per head), and the in-place ``baddbmm_`` (the backward of RoPE folded
+    into per-column weights) like ``baddbmm``."""
     from torch.utils import flop_counter as fc
+    from interformer_fuxi.layers.fused_attention import fused_attention_kernel
     aten = torch.ops.aten
-    if aten._scaled_dot_product_flash_attention_for_cpu in fc.flop_registry:
-        return
 
-    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu, get_raw=True)
-    def _forward(query, key, value, *args, **kwargs):
+    def forward(query, key, value, *args, **kwargs):
         return fc.sdpa_flop_count(query.shape, key.shape, value.shape)
 
-    @fc.register_flop_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward, get_raw=True)
-    def _backward(grad_out, query, key, value, *args, **kwargs):
+    def flash_backward(grad_out, query, key, value, *args, **kwargs):
         return fc.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
 
-    @fc.register_flop_formula(aten.baddbmm_, get_raw=True)
-    def _baddbmm_(self, batch1, batch2, *args, **kwargs):
-        return fc.bmm_flop(batch1.shape, batch2.shape)
+    def fused_backward(query, key, value, bias, out, lse, grad_out, *args, **kwargs):
+        return fc.sdpa_backward_flop_count(grad_out.shape, query.shape, key.shape, value.shape)
+
+    formulas = {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+                aten._scaled_dot_product_flash_attention_for_cpu_backward: flash_backward}
+    fused = fused_attention_kernel()
+    if fused is not None:
+        formulas.update({fused.forward: forward, fused.backward: fused_backward})
+    for op, formula in formulas.items():
+        if op not in fc.flop_registry:
+            fc.register_flop_formula(op, get_raw=True)(formula)
+    if aten.baddbmm_ not in fc.flop_registry:
+        @fc.register_flop_formula(aten.baddbmm_, get_raw=True)
+        def _baddbmm_(self, batch1, batch2, *args, **kwargs):
+            return fc.bmm_flop(batch1.shape, batch2.shape)
 
 
 def flops_per_sample(model, data):

@@ -390,3 +390,111 @@ def test_rows_grouped_by_length_do_a_fraction_of_the_work_on_short_histories():
         tokens[skip] = sum(rows * width for rows, width in seen)
     assert tokens[False] == 128 * (4 + 40)  # CLS and every slot
     assert tokens[True] <= 120 * (4 + 5) + 8 * (4 + 40)  # CLS and each group's window
+
+
+# --- fused CPU attention (C++ kernel) ----------------------------------------------------------
+
+def _sdpa_and_grads(attend, q, k, v, mask, weights):
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    out = attend(q, k, v, mask)
+    return [out.detach()] + list(torch.autograd.grad((out * weights).sum(), (q, k, v)))
+
+
+@pytest.mark.parametrize("dh", [8, 16, 32])
+@pytest.mark.parametrize("N", [1, 5, 16, 17, 104, 128])
+def test_fused_cpu_attention_equals_scaled_dot_product_attention(dh, N):
+    import torch.nn.functional as F
+    from interformer_fuxi.layers.fused_attention import fused_attention
+    g = torch.Generator().manual_seed(N * dh)
+    B, H = 3, 2
+    qkv = torch.randn(B, N, 3, H, dh, generator=g)  # strided q, k, v, as the projection lays them out
+    q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+    weights = torch.randn(B, H, N, dh, generator=g)
+    for mask in (None, torch.rand(B, N, generator=g) > 0.5):
+        if mask is not None:
+            mask[:, -1] = True  # every row needs a valid key
+            mask[0] = torch.arange(N) == N - 1  # one key only
+
+        def plain(q, k, v, m):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=None if m is None else m.view(B, 1, 1, N))
+
+        def fused(q, k, v, m):
+            return fused_attention(q, k, v, m, dh ** -0.5)
+        for a, b in zip(_sdpa_and_grads(fused, q, k, v, mask, weights), _sdpa_and_grads(plain, q, k, v, mask, weights)):
+            assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    out = fused_attention(q, k, v, None, dh ** -0.5)
+    assert out.transpose(1, 2).is_contiguous()  # [B, N, H, dh] memory: the output projection reads it as is
+
+
+def test_fused_cpu_attention_keeps_the_layer_and_interformer_training():
+    torch.manual_seed(0)
+    B, N, d, H = 5, 12, 32, 2
+    mha = RotaryMultiheadAttention(d, H)
+    x, mask = torch.randn(B, N, d), torch.rand(B, N) > 0.4
+    mask[0] = False  # an empty row: zero output
+    mask[1] = True
+    results = []
+    for fused in (True, False):
+        mha.fused_cpu_attention = fused
+        xx = x.clone().requires_grad_(True)
+        out = mha(xx, mask, valid_positions(mask))
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
+                                    [xx] + list(mha.parameters()))
+        results.append([out.detach()] + list(grads))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    assert results[0][0][0].abs().max() == 0
+
+    data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)
+    fused, plain = build(InterFormer), build(InterFormer)
+    for m in plain.modules():
+        if isinstance(m, RotaryMultiheadAttention):
+            m.fused_cpu_attention = False
+    assert torch.allclose(predictions(fused, data), predictions(plain, data), atol=1e-6)
+    for _ in range(3):
+        fused.train_step(data)
+        plain.train_step(data)
+    assert torch.allclose(predictions(fused, data), predictions(plain, data), atol=1e-5)
+
+
+def test_fused_cpu_attention_runs_only_where_it_applies(monkeypatch):
+    from interformer_fuxi.layers import fused_attention as module
+    q = torch.randn(2, 4, 20, 16)
+    assert module.fused_attention_applies(q, 0.0)
+    assert not module.fused_attention_applies(q, 0.1)                        # attention dropout
+    assert not module.fused_attention_applies(torch.randn(2, 4, 129, 16), 0.0)  # more tokens than it holds
+    assert not module.fused_attention_applies(torch.randn(2, 4, 20, 64), 0.0)   # a head width it lacks
+    assert not module.fused_attention_applies(q.double(), 0.0)
+    assert not module.fused_attention_applies(q.to("meta"), 0.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not module.fused_attention_applies(q, 0.0)
+    calls = []
+    monkeypatch.setattr(module._FusedAttention, "apply", lambda *args: calls.append(1) or args[0])
+    mha = RotaryMultiheadAttention(64, 4)
+    mha(torch.randn(2, 20, 64))
+    assert calls == [1]
+    mha.fused_cpu_attention = False
+    mha(torch.randn(2, 20, 64))
+    assert calls == [1]
+    monkeypatch.setenv("INTERFORMER_CPU_ATTENTION", "0")
+    assert not module.fused_attention_applies(q, 0.0)
+
+
+def test_fused_cpu_attention_falls_back_with_one_warning_when_it_cannot_be_built(monkeypatch, caplog):
+    import torch.utils.cpp_extension
+    from interformer_fuxi.layers import fused_attention as module
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension 'interformer_attention_avx512'\nmore lines")
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(module, "_built", {})
+    mha = RotaryMultiheadAttention(32, 2).eval()
+    x = torch.randn(3, 10, 32)
+    with caplog.at_level("WARNING"):
+        out = mha(x)
+        mha(x)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["Fused CPU attention unavailable, using scaled_dot_product_attention: "
+                        "Error building extension 'interformer_attention_avx512'"]
+    mha.fused_cpu_attention = False
+    assert torch.allclose(out, mha(x), atol=1e-6)

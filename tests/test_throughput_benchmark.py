@@ -74,17 +74,19 @@ def test_flop_count_includes_attention():
     assert train > 2 * forward > 0
 
 
-def test_flop_count_is_the_same_whichever_path_projects_q_and_k():
+@pytest.mark.parametrize("switch", ["fold_rope", "fused_cpu_attention"])
+def test_flop_count_is_the_same_whichever_path_computes_the_attention(switch):
+    import switch_ab
     fmap = throughput.amazon_feature_map(16)
     model = throughput.build("InterFormer", fmap, "cpu")
     data = throughput.make_batches(fmap, 4, 1, "cpu")[0]  # full histories: RoPE folded into weights
+    turn = switch_ab.switch_setter(model, switch)  # fold_rope: at any batch size
     counts = {}
-    for fold in (True, False):
-        for m in model.modules():
-            if hasattr(m, "fold_rope"):
-                m.fold_rope = fold
-        counts[fold] = throughput.flops_per_sample(model, data)
+    for on in (True, False):
+        turn(on)
+        counts[on] = throughput.flops_per_sample(model, data)
     assert counts[True] == counts[False]
+    assert counts[True][0] > 0
 
 
 def test_agreement_passes_on_cpu():

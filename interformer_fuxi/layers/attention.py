@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .column_qkv import column_qkv
+from .fused_attention import fused_attention, fused_attention_applies
 from .rope import RotaryEmbedding
 
 
@@ -19,7 +20,9 @@ class RotaryMultiheadAttention(nn.Module):
     On the CPU, for batches of ``fold_min_rows`` rows or more whose valid tokens all sit at
     their column positions (full or post-padded rows), the rotation is folded into
     per-column q/k weights (:func:`column_qkv`): the same result without rotating the
-    ``[B, N, d]`` activations and their gradients.
+    ``[B, N, d]`` activations and their gradients. On the CPU, heads of 8, 16 or 32 over at
+    most 128 tokens run in one C++ kernel (:func:`fused_attention`) instead of the flash
+    kernel, whose per-block GEMM calls dominate at these sizes.
 
     Edge cases: a sample with no valid key is attended as if all keys were valid (so no
     softmax over an empty set, no NaN) and its output is then set to exactly zero.
@@ -67,6 +70,7 @@ class RotaryMultiheadAttention(nn.Module):
         # saving below about 256 rows (single-row latency would double): larger batches only.
         self.fold_rope = True
         self.fold_min_rows = 512
+        self.fused_cpu_attention = True
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 positions: Optional[torch.Tensor] = None, need_weights: bool = False,
@@ -108,6 +112,9 @@ class RotaryMultiheadAttention(nn.Module):
             if has_key is not None:
                 weights = weights * has_key.view(B, 1, 1, 1).to(weights.dtype)
             attn = torch.matmul(F.dropout(weights, p=dropout_p, training=self.training), v)
+        elif self.fused_cpu_attention and fused_attention_applies(q, dropout_p):
+            attn = fused_attention(q, k, v, None if attn_mask is None else attn_mask.view(B, N),
+                                   1.0 / math.sqrt(dh))
         else:
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
