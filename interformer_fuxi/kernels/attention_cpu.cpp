@@ -3,7 +3,8 @@
 // One (batch row, head) at a time: its keys and values (at most 128 tokens of 8, 16 or 32
 // floats) stay in registers and L1 while each query's scores, softmax and weighted sum are
 // computed, with no GEMM call per block. The backward recomputes the probabilities from the
-// saved log-sum-exp, as flash attention does.
+// saved log-sum-exp (of the scores in base 2: the kernel's lse output is for its backward
+// only), as flash attention does.
 //
 // Layout: q, k, v, grad_out are [B, H, N, Dh] with any strides but a contiguous last axis;
 // out and the gradients are returned in [B, N, H, Dh] memory (seen as [B, H, N, Dh]), the
@@ -33,26 +34,28 @@ template <typename V> inline V load(const float* p) { V r; __builtin_memcpy(&r, 
 template <typename V> inline void store(float* p, V x) { __builtin_memcpy(p, &x, sizeof(V)); }
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr float kLog2e = 1.44269504088896341f;  // scores are kept in base 2: exp(z) = 2^(z log2 e)
 
-// exp(x) for x <= 0 (scores minus their max or their log-sum-exp), 0 below -87 (masked keys):
-// Cephes' range reduction and degree-5 polynomial, on 16 lanes.
-inline v16 exp_nonpositive(v16 x) {
-  const i16 dead = x < -87.f;
-  x = dead ? (v16){} - 87.f : x;
-  const v16 t = x * 1.44269504088896341f + 0.5f;
-  v16 n = __builtin_convertvector(__builtin_convertvector(t, i16), v16);  // truncation ...
-  n = n > t ? n - 1.f : n;                                                 // ... to floor
-  const v16 r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  v16 y = r * 1.9875691500E-4f + 1.3981999507E-3f;
-  y = y * r + 8.3334519073E-3f;
-  y = y * r + 4.1665795894E-2f;
-  y = y * r + 1.6666665459E-1f;
-  y = y * r + 5.0000001201E-1f;
-  y = y * r * r + r + 1.f;
-  const i16 bits = (__builtin_convertvector(n, i16) + 127) << 23;
-  v16 two_n;
-  __builtin_memcpy(&two_n, &bits, sizeof(v16));
-  return dead ? (v16){} : y * two_n;
+// 2^x for x <= 0 (scores minus their max or their log-sum-exp, in base 2), 0 below -126
+// (masked keys): x = n + f with n = round(x), |f| <= 1/2, and Cephes' degree-6 polynomial for 2^f.
+inline v16 exp2_nonpositive(v16 x) {
+  const i16 dead = x < -126.f;
+  x = dead ? (v16){} - 126.f : x;
+  const v16 shifter = (v16){} + 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+  const v16 shifted = x + shifter;
+  const v16 f = x - (shifted - shifter);
+  v16 y = f * 1.535336188319500E-4f + 1.339887440266574E-3f;
+  y = y * f + 9.618437357674640E-3f;
+  y = y * f + 5.550332471162809E-2f;
+  y = y * f + 2.402264791363012E-1f;
+  y = y * f + 6.931472028550421E-1f;
+  y = y * f + 1.f;
+  i16 n, bits;
+  __builtin_memcpy(&n, &shifted, sizeof(v16));
+  __builtin_memcpy(&bits, &y, sizeof(v16));
+  bits += (n - 0x4B400000) << 23;  // the integer part, read off the shifted float's mantissa
+  __builtin_memcpy(&y, &bits, sizeof(v16));
+  return dead ? (v16){} : y;
 }
 
 inline float max_of(v16 x) { float m = x[0]; for (int i = 1; i < 16; ++i) m = x[i] > m ? x[i] : m; return m; }
@@ -79,7 +82,7 @@ struct Keys {
     float* bf = reinterpret_cast<float*>(bias);
     for (int64_t n = 0; n < NC * 16; ++n) {
       const bool valid = n < N;
-      bf[n] = valid ? (key_bias ? key_bias[b * N + n] : 0.f) : pad_bias;
+      bf[n] = valid ? (key_bias ? key_bias[b * N + n] * kLog2e : 0.f) : pad_bias;  // base 2
       const float* kr = valid ? K.row(b, h, n) : nullptr;
       for (int j = 0; j < DH; ++j) ktf[j * NC * 16 + n] = valid ? kr[j] * scale : 0.f;
     }
@@ -128,10 +131,10 @@ inline float softmax(v16* s, float* inv_sum) {
   for (int c = 1; c < NC; ++c) mv = s[c] > mv ? s[c] : mv;
   const float m = max_of(mv);
   v16 lv = {};
-  for (int c = 0; c < NC; ++c) { s[c] = exp_nonpositive(s[c] - m); lv += s[c]; }
+  for (int c = 0; c < NC; ++c) { s[c] = exp2_nonpositive(s[c] - m); lv += s[c]; }
   const float l = sum_of(lv);
   *inv_sum = 1.f / l;
-  return m + std::log(l);
+  return m + std::log2(l);
 }
 
 template <int DH, int NC>
@@ -146,7 +149,7 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     alignas(64) R values[NC * 16];
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      keys.load_keys(K, key_bias, b, h, N, scale);
+      keys.load_keys(K, key_bias, b, h, N, scale * kLog2e);
       load_rows<DH, NC>(V, b, h, N, values);
       for (int64_t i = 0; i < N; i += 2) {  // two queries share every key and value load
         const int64_t i1 = i + 1 < N ? i + 1 : i;
@@ -180,7 +183,7 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
     alignas(64) v16 P[NP][NC], dS[NP][NC];  // per query: probabilities, score gradients
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      keys.load_keys(K, key_bias, b, h, N, scale);
+      keys.load_keys(K, key_bias, b, h, N, scale * kLog2e);
       values.load_keys(V, nullptr, b, h, N, 1.f, 0.f);
       load_rows<DH, NC>(K, b, h, N, key_rows);
       load_rows<DH, NC>(Q, b, h, N, q_rows);
@@ -194,7 +197,7 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
           const float D = dot<R, DH>(do_rows[r], load<R>(O.row(b, h, r)));
           const float lse_r = L[bh * N + r];
           for (int c = 0; c < NC; ++c) {
-            P[r][c] = exp_nonpositive(P[r][c] - lse_r);
+            P[r][c] = exp2_nonpositive(P[r][c] - lse_r);
             dS[r][c] = P[r][c] * (dS[r][c] - D) * scale;
           }
         }
@@ -203,18 +206,19 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
         store(GQ.row(b, h, i1), g[1]);
         store(GQ.row(b, h, i), g[0]);
       }
-      // dK = dS^T Q and dV = P^T dO, four keys at a time
-      for (int64_t n = 0; n < N; n += 4) {
-        R dk[4] = {}, dv[4] = {};
+      // dK = dS^T Q and dV = P^T dO, KB keys at a time (their accumulators fill the registers)
+      constexpr int KB = DH <= 16 ? 8 : 4;
+      for (int64_t n = 0; n < N; n += KB) {
+        R dk[KB] = {}, dv[KB] = {};
         for (int64_t i = 0; i < N; ++i) {
           const float* ds = reinterpret_cast<const float*>(dS[i]) + n;
           const float* p = reinterpret_cast<const float*>(P[i]) + n;
-          for (int u = 0; u < 4; ++u) {
+          for (int u = 0; u < KB; ++u) {
             dk[u] += ds[u] * q_rows[i];
             dv[u] += p[u] * do_rows[i];
           }
         }
-        for (int u = 0; u < 4 && n + u < N; ++u) {
+        for (int u = 0; u < KB && n + u < N; ++u) {
           store(GK.row(b, h, n + u), dk[u]);
           store(GV.row(b, h, n + u), dv[u]);
         }
