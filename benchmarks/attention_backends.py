@@ -5,8 +5,9 @@
 The Sequence Arch attends over ``N = T + 4`` tokens (100 history items and 4 CLS tokens) of
 width ``d = 64`` with a key-padding mask. This prints the best of ``--reps`` forward+backward
 passes of one layer for PyTorch's fused kernel (``scaled_dot_product_attention``, which picks
-the flash kernel on the CPU), its math backend, and a plain ``bmm``-softmax-``bmm``, at 4, 2
-and 1 heads (the paper's search space has 1, 2, 4 and 8).
+the flash kernel on the CPU), its math backend, a plain ``bmm``-softmax-``bmm``, and on the
+CPU our C++ kernel (``layers.fused_attention``, where it applies), at 4, 2 and 1 heads (the
+paper's search space has 1, 2, 4 and 8).
 """
 import argparse
 import os
@@ -19,6 +20,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from interformer_fuxi.cpu_heap import keep_freed_memory  # noqa: E402
+from interformer_fuxi.layers.fused_attention import fused_attention, fused_attention_applies  # noqa: E402
 
 
 def fused(q, k, v, mask):
@@ -33,6 +35,10 @@ def math_backend(q, k, v, mask):
 def plain(q, k, v, mask):
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
     return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
+
+
+def ours(q, k, v, mask):
+    return fused_attention(q, k, v, mask.view(mask.shape[0], -1), q.shape[-1] ** -0.5)
 
 
 def best_ms(attention, B, N, d, H, mask, reps, device):
@@ -70,8 +76,12 @@ def main(argv=None):
     print(f"one layer's attention, forward + backward, batch {args.batch}, N={args.N}, d={args.d}, "
           f"{args.device}{threads}; best of {args.reps}")
     for H in args.heads:
+        backends = [("fused", fused), ("math", math_backend), ("bmm-softmax-bmm", plain)]
+        probe = torch.empty(1, H, args.N, args.d // H, device=args.device)
+        if fused_attention_applies(probe, 0.0):
+            backends.append(("ours (C++)", ours))
         row = {name: best_ms(f, args.batch, args.N, args.d, H, mask, args.reps, args.device)
-               for name, f in (("fused", fused), ("math", math_backend), ("bmm-softmax-bmm", plain))}
+               for name, f in backends}
         print(f"  {H} heads (dh={args.d // H}): " + ", ".join(f"{n} {ms:.0f} ms" for n, ms in row.items()))
 
 
