@@ -66,9 +66,11 @@ def main(argv=None):
         variants = []
         if name == "InterFormer":  # the default groups rows by history length (CPU)
             variants.append(("cpu padded batch (skip_padding: false)", "cpu", dict(skip_padding=False), FP32_TOL))
-        if folds:  # RoPE folded into weights (CPU)
+        if folds:  # RoPE folded into weights, and our attention kernel (CPU)
             variants.append(("cpu q and k rotated per token (fold_rope off)", "cpu", dict(fold_rope=False),
                              FP32_TOL))
+            variants.append(("cpu flash attention (fused_cpu_attention off)", "cpu",
+                             dict(fused_cpu_attention=False), FP32_TOL))
         if args.compile:
             variants.append(("cpu torch.compile", "cpu", dict(torch_compile=True), FP32_TOL))
         if args.device == "cuda":
@@ -78,10 +80,10 @@ def main(argv=None):
                 variants.append(("cuda torch.compile", "cuda", dict(torch_compile=True), FP32_TOL))
         for label, device, switches, tol in variants:
             switches = dict(switches)
-            fold_rope = switches.pop("fold_rope", None)  # a module attribute, not a model key
-            model = build(name, fmap, device, **switches)
-            if fold_rope is not None:
-                switch_setter(model, "fold_rope")(fold_rope)
+            attributes = {a: switches.pop(a) for a in ("fold_rope", "fused_cpu_attention") if a in switches}
+            model = build(name, fmap, device, **switches)  # the rest are model keys
+            for attribute, on in attributes.items():  # module attributes
+                switch_setter(model, attribute)(on)
             model.load_state_dict(state)
             ok &= compare(label, expected, probabilities(model, data), tol)
         # A training step with fused Adam against the plain Adam, from the same weights.

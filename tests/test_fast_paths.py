@@ -400,7 +400,7 @@ def _sdpa_and_grads(attend, q, k, v, mask, weights):
     return [out.detach()] + list(torch.autograd.grad((out * weights).sum(), (q, k, v)))
 
 
-@pytest.mark.parametrize("dh", [8, 16, 32])
+@pytest.mark.parametrize("dh", [8, 16])
 @pytest.mark.parametrize("N", [1, 5, 16, 17, 104, 128])
 def test_fused_cpu_attention_equals_scaled_dot_product_attention(dh, N):
     import torch.nn.functional as F
@@ -463,7 +463,8 @@ def test_fused_cpu_attention_runs_only_where_it_applies(monkeypatch):
     assert module.fused_attention_applies(q, 0.0)
     assert not module.fused_attention_applies(q, 0.1)                        # attention dropout
     assert not module.fused_attention_applies(torch.randn(2, 4, 129, 16), 0.0)  # more tokens than it holds
-    assert not module.fused_attention_applies(torch.randn(2, 4, 20, 64), 0.0)   # a head width it lacks
+    for dh in (4, 32, 64):  # head widths it lacks (at 32 and up the flash kernel's GEMMs are faster)
+        assert not module.fused_attention_applies(torch.randn(2, 4, 20, dh), 0.0)
     assert not module.fused_attention_applies(q.double(), 0.0)
     assert not module.fused_attention_applies(q.to("meta"), 0.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):

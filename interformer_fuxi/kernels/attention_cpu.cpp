@@ -1,6 +1,6 @@
 // Fused self-attention for small heads on the CPU: forward and backward.
 //
-// One (batch row, head) at a time: its keys and values (at most 128 tokens of 8, 16 or 32
+// One (batch row, head) at a time: its keys and values (at most 128 tokens of 8 or 16
 // floats) stay in registers and L1 while each query's scores, softmax and weighted sum are
 // computed, with no GEMM call per block. The backward recomputes the probabilities from the
 // saved log-sum-exp (of the scores in base 2: the kernel's lse output is for its backward
@@ -28,7 +28,6 @@ typedef int i16 __attribute__((vector_size(64)));
 template <int DH> struct Row;  // one head row of DH floats as one vector
 template <> struct Row<8> { typedef float type __attribute__((vector_size(32))); };
 template <> struct Row<16> { typedef float type __attribute__((vector_size(64))); };
-template <> struct Row<32> { typedef float type __attribute__((vector_size(128))); };
 
 template <typename V> inline V load(const float* p) { V r; __builtin_memcpy(&r, p, sizeof(V)); return r; }
 template <typename V> inline void store(float* p, V x) { __builtin_memcpy(p, &x, sizeof(V)); }
@@ -207,7 +206,7 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
         store(GQ.row(b, h, i), g[0]);
       }
       // dK = dS^T Q and dV = P^T dO, KB keys at a time (their accumulators fill the registers)
-      constexpr int KB = DH <= 16 ? 8 : 4;
+      constexpr int KB = 8;
       for (int64_t n = 0; n < N; n += KB) {
         R dk[KB] = {}, dv[KB] = {};
         for (int64_t i = 0; i < N; ++i) {
@@ -240,17 +239,17 @@ struct Kernels {
 };
 using K8 = Kernels<8, 1, 2, 3, 4, 5, 6, 7, 8>;
 using K16 = Kernels<16, 1, 2, 3, 4, 5, 6, 7, 8>;
-using K32 = Kernels<32, 1, 2, 3, 4, 5, 6, 7, 8>;
 constexpr int64_t kMaxTokens = 128;
 
+// (wider heads keep PyTorch's flash kernel: its GEMMs pay off there, and 32 lanes per row
+// would not fit this kernel's registers)
 template <typename Table>
-auto pick(int64_t DH, int64_t N, Table t8, Table t16, Table t32) {
+auto pick(int64_t DH, int64_t N, Table t8, Table t16) {
   TORCH_CHECK(N >= 1 && N <= kMaxTokens, "attention_cpu: 1 to ", kMaxTokens, " tokens, got ", N);
   const int64_t c = (N + 15) / 16 - 1;
   if (DH == 8) return t8[c];
-  if (DH == 16) return t16[c];
-  TORCH_CHECK(DH == 32, "attention_cpu: head dim 8, 16 or 32, got ", DH);
-  return t32[c];
+  TORCH_CHECK(DH == 16, "attention_cpu: head dim 8 or 16, got ", DH);
+  return t16[c];
 }
 
 void check(const at::Tensor& t, const char* name) {
@@ -276,7 +275,7 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
   TORCH_CHECK(q.sizes() == k.sizes() && q.sizes() == v.sizes(), "attention_cpu: q, k, v shapes differ");
   at::Tensor out = heads_view(q);
   at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options());
-  pick(q.size(3), q.size(2), K8::forward, K16::forward, K32::forward)(
+  pick(q.size(3), q.size(2), K8::forward, K16::forward)(
       q, k, v, bias_ptr(bias, q), out, lse, static_cast<float>(scale));
   return {out, lse};
 }
@@ -286,7 +285,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
     const at::Tensor& out, const at::Tensor& lse, const at::Tensor& grad_out, double scale) {
   check(q, "q"); check(k, "k"); check(v, "v"); check(out, "out"); check(grad_out, "grad_out");
   at::Tensor gq = heads_view(q), gk = heads_view(q), gv = heads_view(q);
-  pick(q.size(3), q.size(2), K8::backward, K16::backward, K32::backward)(
+  pick(q.size(3), q.size(2), K8::backward, K16::backward)(
       q, k, v, bias_ptr(bias, q), out, lse.contiguous(), grad_out, gq, gk, gv, static_cast<float>(scale));
   return {gq, gk, gv};
 }

@@ -20,7 +20,7 @@ class RotaryMultiheadAttention(nn.Module):
     On the CPU, for batches of ``fold_min_rows`` rows or more whose valid tokens all sit at
     their column positions (full or post-padded rows), the rotation is folded into
     per-column q/k weights (:func:`column_qkv`): the same result without rotating the
-    ``[B, N, d]`` activations and their gradients. On the CPU, heads of 8, 16 or 32 over at
+    ``[B, N, d]`` activations and their gradients. On the CPU, heads of 8 or 16 over at
     most 128 tokens run in one C++ kernel (:func:`fused_attention`) instead of the flash
     kernel, whose per-block GEMM calls dominate at these sizes.
 
