@@ -104,23 +104,28 @@ void load_rows(const View& X, int64_t b, int64_t h, int64_t N, typename Row<DH>:
   for (int64_t n = 0; n < NC * 16; ++n) rows[n] = n < N ? load<R>(X.row(b, h, n)) : R{};
 }
 
-// out[r] = sum_n w_r[n] * rows[n] for two weight vectors, each row loaded once; two
-// accumulators per output to hide the FMA latency
-template <int DH, int NC>
-inline void weighted_sum2(const v16* w0, const v16* w1, const typename Row<DH>::type* rows,
+// out[r] = sum_n w_r[n] * rows[n] for two weight vectors over the first n_rows rows (a
+// multiple of 4; the rows past the keys are zeros), each row loaded once; four accumulators
+// per output to hide the FMA latency
+template <int DH>
+inline void weighted_sum2(const v16* w0, const v16* w1, const typename Row<DH>::type* rows, int64_t n_rows,
                           typename Row<DH>::type* out) {
   using R = typename Row<DH>::type;
   const float* a = reinterpret_cast<const float*>(w0);
   const float* b = reinterpret_cast<const float*>(w1);
-  R x0 = {}, x1 = {}, y0 = {}, y1 = {};
-  for (int n = 0; n < NC * 16; n += 2) {
+  R x0 = {}, x1 = {}, x2 = {}, x3 = {}, y0 = {}, y1 = {}, y2 = {}, y3 = {};
+  for (int64_t n = 0; n < n_rows; n += 4) {
     x0 += a[n] * rows[n];
     y0 += b[n] * rows[n];
     x1 += a[n + 1] * rows[n + 1];
     y1 += b[n + 1] * rows[n + 1];
+    x2 += a[n + 2] * rows[n + 2];
+    y2 += b[n + 2] * rows[n + 2];
+    x3 += a[n + 3] * rows[n + 3];
+    y3 += b[n + 3] * rows[n + 3];
   }
-  out[0] = x0 + x1;
-  out[1] = y0 + y1;
+  out[0] = (x0 + x1) + (x2 + x3);
+  out[1] = (y0 + y1) + (y2 + y3);
 }
 
 // softmax of one query's scores in place; returns the log-sum-exp, and 1 / the sum in inv_sum
@@ -158,7 +163,7 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
         L[bh * N + i] = softmax<NC>(s[0], &inv[0]);
         L[bh * N + i1] = softmax<NC>(s[1], &inv[1]);
         R o[2];
-        weighted_sum2<DH, NC>(s[0], s[1], values, o);
+        weighted_sum2<DH>(s[0], s[1], values, (N + 3) / 4 * 4, o);
         store(O.row(b, h, i1), o[1] * inv[1]);
         store(O.row(b, h, i), o[0] * inv[0]);
       }
@@ -201,7 +206,7 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
           }
         }
         R g[2];
-        weighted_sum2<DH, NC>(dS[i], dS[i1], key_rows, g);
+        weighted_sum2<DH>(dS[i], dS[i1], key_rows, (N + 3) / 4 * 4, g);
         store(GQ.row(b, h, i1), g[1]);
         store(GQ.row(b, h, i), g[0]);
       }
