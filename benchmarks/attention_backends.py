@@ -23,41 +23,34 @@ from interformer_fuxi.cpu_heap import keep_freed_memory  # noqa: E402
 from interformer_fuxi.layers.fused_attention import fused_attention, fused_attention_applies  # noqa: E402
 
 
-# Each backend takes q, k, v from one token-major projection output ``qkv`` ``[B, N, 3, H, dh]``,
-# as the layer does, so that each pays for assembling its input gradients the same way.
-
-def _heads(qkv):
-    return (t.transpose(1, 2) for t in qkv.unbind(2))  # q, k, v [B, H, N, dh]
+def fused(q, k, v, mask):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def fused(qkv, mask):
-    return F.scaled_dot_product_attention(*_heads(qkv), attn_mask=mask)
-
-
-def math_backend(qkv, mask):
+def math_backend(q, k, v, mask):
     with sdpa_kernel(SDPBackend.MATH):
-        return F.scaled_dot_product_attention(*_heads(qkv), attn_mask=mask)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def plain(qkv, mask):
-    q, k, v = _heads(qkv)
+def plain(q, k, v, mask):
     scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
     return scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
 
 
-def ours(qkv, mask):
-    qk, v = qkv.split([2, 1], dim=2)
-    return fused_attention(qk, v.squeeze(2), mask.view(mask.shape[0], -1), qkv.shape[-1] ** -0.5).transpose(1, 2)
+def ours(q, k, v, mask):
+    return fused_attention(q, k, v, mask.view(mask.shape[0], -1), q.shape[-1] ** -0.5)
 
 
 def best_ms(attention, B, N, d, H, mask, reps, device):
-    qkv = torch.randn(B, N, 3, H, d // H, device=device).requires_grad_()
+    # q, k, v as the fused projection lays them out: [B, N, H, dh] viewed as [B, H, N, dh]
+    q, k, v = (torch.randn(B, N, H, d // H, device=device).transpose(1, 2).requires_grad_()
+               for _ in range(3))
     best = float("inf")
     for _ in range(reps):
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        out = attention(qkv, mask)
+        out = attention(q, k, v, mask)
         out.backward(torch.ones_like(out))
         if device == "cuda":
             torch.cuda.synchronize()
@@ -84,7 +77,7 @@ def main(argv=None):
           f"{args.device}{threads}; best of {args.reps}")
     for H in args.heads:
         backends = [("fused", fused), ("math", math_backend), ("bmm-softmax-bmm", plain)]
-        probe = torch.empty(1, args.N, H, args.d // H, device=args.device)  # v [B, N, H, dh]
+        probe = torch.empty(1, H, args.N, args.d // H, device=args.device)
         if fused_attention_applies(probe, 0.0):
             backends.append(("ours (C++)", ours))
         row = {name: best_ms(f, args.batch, args.N, args.d, H, mask, args.reps, args.device)

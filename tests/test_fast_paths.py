@@ -158,9 +158,9 @@ def test_rope_folded_into_column_weights_equals_rotating_q_and_k():
 def test_column_qkv_gradients_are_exact():
     from interformer_fuxi.layers.column_qkv import column_qkv
     g = torch.Generator().manual_seed(0)
-    B, N, d, c, dv = 3, 4, 5, 6, 7
+    B, N, d, dq = 3, 4, 5, 6
     args = [torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True)
-            for shape in [(B, N, d), (N, c, d), (N, c), (dv, d), (dv,)]]
+            for shape in [(B, N, d), (N, dq, d), (N, dq, d), (N, dq), (N, dq), (dq, d), (dq,)]]
     assert torch.autograd.gradcheck(column_qkv, args)
 
 
@@ -394,6 +394,12 @@ def test_rows_grouped_by_length_do_a_fraction_of_the_work_on_short_histories():
 
 # --- fused CPU attention (C++ kernel) ----------------------------------------------------------
 
+def _sdpa_and_grads(attend, q, k, v, mask, weights):
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in (q, k, v))
+    out = attend(q, k, v, mask)
+    return [out.detach()] + list(torch.autograd.grad((out * weights).sum(), (q, k, v)))
+
+
 @pytest.mark.parametrize("dh", [8, 16])
 @pytest.mark.parametrize("N", [1, 5, 16, 17, 104, 128])
 def test_fused_cpu_attention_equals_scaled_dot_product_attention(dh, N):
@@ -401,29 +407,23 @@ def test_fused_cpu_attention_equals_scaled_dot_product_attention(dh, N):
     from interformer_fuxi.layers.fused_attention import fused_attention
     g = torch.Generator().manual_seed(N * dh)
     B, H = 3, 2
-    qkv0 = torch.randn(B, N, 3, H, dh, generator=g)  # token-major, as the projection lays them out
-    weights = torch.randn(B, N, H, dh, generator=g)
+    qkv = torch.randn(B, N, 3, H, dh, generator=g)  # strided q, k, v, as the projection lays them out
+    q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+    weights = torch.randn(B, H, N, dh, generator=g)
     for mask in (None, torch.rand(B, N, generator=g) > 0.5):
         if mask is not None:
             mask[:, -1] = True  # every row needs a valid key
             mask[0] = torch.arange(N) == N - 1  # one key only
-        results = []
-        for fused in (True, False):
-            qkv = qkv0.clone().requires_grad_(True)
-            if fused:
-                out = fused_attention(qkv[:, :, :2], qkv[:, :, 2], mask, dh ** -0.5)
-            else:
-                q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
-                out = F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=None if mask is None else mask.view(B, 1, 1, N)).transpose(1, 2)
-            results.append([out.detach(), torch.autograd.grad((out * weights).sum(), qkv)[0]])
-        for a, b in zip(*results):
+
+        def plain(q, k, v, m):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=None if m is None else m.view(B, 1, 1, N))
+
+        def fused(q, k, v, m):
+            return fused_attention(q, k, v, m, dh ** -0.5)
+        for a, b in zip(_sdpa_and_grads(fused, q, k, v, mask, weights), _sdpa_and_grads(plain, q, k, v, mask, weights)):
             assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
-    assert results[0][0].is_contiguous()  # [B, N, H, dh]: the output projection reads it as is
-    with torch.no_grad():  # predictions skip the autograd function
-        assert torch.allclose(fused_attention(qkv0[:, :, :2], qkv0[:, :, 2], None, dh ** -0.5),
-                              F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in qkv0.unbind(2)))
-                              .transpose(1, 2), atol=1e-5)
+    out = fused_attention(q, k, v, None, dh ** -0.5)
+    assert out.transpose(1, 2).is_contiguous()  # [B, N, H, dh] memory: the output projection reads it as is
 
 
 def test_fused_cpu_attention_keeps_the_layer_and_interformer_training():
@@ -459,18 +459,18 @@ def test_fused_cpu_attention_keeps_the_layer_and_interformer_training():
 
 def test_fused_cpu_attention_runs_only_where_it_applies(monkeypatch):
     from interformer_fuxi.layers import fused_attention as module
-    v = torch.randn(2, 20, 4, 16)  # [B, N, H, dh]
-    assert module.fused_attention_applies(v, 0.0)
-    assert not module.fused_attention_applies(v, 0.1)                        # attention dropout
-    assert not module.fused_attention_applies(torch.randn(2, 129, 4, 16), 0.0)  # more tokens than it holds
+    q = torch.randn(2, 4, 20, 16)
+    assert module.fused_attention_applies(q, 0.0)
+    assert not module.fused_attention_applies(q, 0.1)                        # attention dropout
+    assert not module.fused_attention_applies(torch.randn(2, 4, 129, 16), 0.0)  # more tokens than it holds
     for dh in (4, 32, 64):  # head widths it lacks (at 32 and up the flash kernel's GEMMs are faster)
-        assert not module.fused_attention_applies(torch.randn(2, 20, 4, dh), 0.0)
-    assert not module.fused_attention_applies(v.double(), 0.0)
-    assert not module.fused_attention_applies(v.to("meta"), 0.0)
+        assert not module.fused_attention_applies(torch.randn(2, 4, 20, dh), 0.0)
+    assert not module.fused_attention_applies(q.double(), 0.0)
+    assert not module.fused_attention_applies(q.to("meta"), 0.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not module.fused_attention_applies(v, 0.0)
+        assert not module.fused_attention_applies(q, 0.0)
     calls = []
-    monkeypatch.setattr(module._FusedAttention, "apply", lambda qk, v, *args: calls.append(1) or v)
+    monkeypatch.setattr(module._FusedAttention, "apply", lambda *args: calls.append(1) or args[0])
     mha = RotaryMultiheadAttention(64, 4)
     mha(torch.randn(2, 20, 64))
     assert calls == [1]
@@ -478,7 +478,7 @@ def test_fused_cpu_attention_runs_only_where_it_applies(monkeypatch):
     mha(torch.randn(2, 20, 64))
     assert calls == [1]
     monkeypatch.setenv("INTERFORMER_CPU_ATTENTION", "0")
-    assert not module.fused_attention_applies(v, 0.0)
+    assert not module.fused_attention_applies(q, 0.0)
 
 
 def test_fused_cpu_attention_falls_back_with_one_warning_when_it_cannot_be_built(monkeypatch, caplog):

@@ -7,8 +7,8 @@
 // only), as flash attention does.
 //
 // Layout: q, k, v, grad_out are [B, H, N, Dh] with any strides but a contiguous last axis;
-// out is returned in [B, N, H, Dh] memory (seen as [B, H, N, Dh]), the layout the output
-// projection reads; the gradients go into tensors the caller passes. bias is an additive key bias [B, N] (0 or -inf); every
+// out and the gradients are returned in [B, N, H, Dh] memory (seen as [B, H, N, Dh]), the
+// layout the output projection reads. bias is an additive key bias [B, N] (0 or -inf); every
 // row needs at least one key with a finite bias.
 //
 // Plain C++ with GCC/Clang vector extensions: the compiler maps the 16-lane vectors to
@@ -285,18 +285,14 @@ std::tuple<at::Tensor, at::Tensor> attention_forward(const at::Tensor& q, const 
   return {out, lse};
 }
 
-// writes the gradients of q, k, v into gq, gk, gv (any strides, contiguous last axis): the
-// caller may lay q's and k's side by side, as the projection that made q and k wants them
-void attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                        const c10::optional<at::Tensor>& bias, const at::Tensor& out, const at::Tensor& lse,
-                        const at::Tensor& grad_out, double scale, const at::Tensor& gq, const at::Tensor& gk,
-                        const at::Tensor& gv) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const c10::optional<at::Tensor>& bias,
+    const at::Tensor& out, const at::Tensor& lse, const at::Tensor& grad_out, double scale) {
   check(q, "q"); check(k, "k"); check(v, "v"); check(out, "out"); check(grad_out, "grad_out");
-  check(gq, "gq"); check(gk, "gk"); check(gv, "gv");
-  TORCH_CHECK(gq.sizes() == q.sizes() && gk.sizes() == q.sizes() && gv.sizes() == q.sizes(),
-              "attention_cpu: gradient shapes differ from q's");
+  at::Tensor gq = heads_view(q), gk = heads_view(q), gv = heads_view(q);
   pick(q.size(3), q.size(2), K8::backward, K16::backward)(
       q, k, v, bias_ptr(bias, q), out, lse.contiguous(), grad_out, gq, gk, gv, static_cast<float>(scale));
+  return {gq, gk, gv};
 }
 
 }  // namespace
@@ -304,7 +300,7 @@ void attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tens
 TORCH_LIBRARY(interformer_attention, m) {
   m.def("forward(Tensor q, Tensor k, Tensor v, Tensor? bias, float scale) -> (Tensor, Tensor)");
   m.def("backward(Tensor q, Tensor k, Tensor v, Tensor? bias, Tensor out, Tensor lse, Tensor grad_out, "
-        "float scale, Tensor(a!) gq, Tensor(b!) gk, Tensor(c!) gv) -> ()");
+        "float scale) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(interformer_attention, CPU, m) {

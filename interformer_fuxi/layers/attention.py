@@ -80,16 +80,19 @@ class RotaryMultiheadAttention(nn.Module):
         if mask is not None:
             mask = mask.bool()
         if self.rope is not None and not need_weights and self._positions_are_columns(x, mask, positions):
-            qk, v = self._column_qkv(x)
+            q, k, v = self._column_qkv(x)
         else:
-            qk, v = self.qkv(x).view(B, N, 3, H, dh).split([2, 1], dim=2)
-            v = v.squeeze(2)
+            qkv = self.qkv(x).view(B, N, 3, H, dh)
             if self.rope is not None:
                 if positions is None:
                     positions = torch.arange(N, device=x.device).expand(B, N)
+                qk, v = qkv.split([2, 1], dim=2)
                 # q and k rotated together in the projection's layout; positions < N by contract
-                qk = self.rope.rotate_tokens(qk, positions, bound=N)
-        # qk [B, N, 2, H, dh], v [B, N, H, dh]
+                q, k = self.rope.rotate_tokens(qk, positions, bound=N).unbind(2)
+                v = v.squeeze(2)
+            else:
+                q, k, v = qkv.unbind(2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # each [B, H, N, dh]
         if mask is None or (self._eager_cpu(x) and bool(mask.all())):
             has_key, attn_mask = None, None  # every key valid (e.g. full histories): nothing to mask
         elif keys_nonempty:  # the caller's guarantee (e.g. CLS tokens): no empty row to handle
@@ -101,24 +104,21 @@ class RotaryMultiheadAttention(nn.Module):
         dropout_p = self.attention_dropout if self.training else 0.0
 
         weights = None
-        if not need_weights and self.fused_cpu_attention and fused_attention_applies(v, dropout_p):
-            attn = fused_attention(qk, v, None if attn_mask is None else attn_mask.view(B, N), 1.0 / math.sqrt(dh))
+        if need_weights:
+            scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dh)
+            if attn_mask is not None:
+                scores = scores.masked_fill(~attn_mask, float("-inf"))
+            weights = torch.softmax(scores, dim=-1)
+            if has_key is not None:
+                weights = weights * has_key.view(B, 1, 1, 1).to(weights.dtype)
+            attn = torch.matmul(F.dropout(weights, p=dropout_p, training=self.training), v)
+        elif self.fused_cpu_attention and fused_attention_applies(q, dropout_p):
+            attn = fused_attention(q, k, v, None if attn_mask is None else attn_mask.view(B, N),
+                                   1.0 / math.sqrt(dh))
         else:
-            q, k = (t.transpose(1, 2) for t in qk.unbind(2))  # each [B, H, N, dh]
-            v = v.transpose(1, 2)
-            if need_weights:
-                scores = torch.matmul(q, k.transpose(-2, -1)) / math.sqrt(dh)
-                if attn_mask is not None:
-                    scores = scores.masked_fill(~attn_mask, float("-inf"))
-                weights = torch.softmax(scores, dim=-1)
-                if has_key is not None:
-                    weights = weights * has_key.view(B, 1, 1, 1).to(weights.dtype)
-                attn = torch.matmul(F.dropout(weights, p=dropout_p, training=self.training), v)
-            else:
-                attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
-            attn = attn.transpose(1, 2)  # [B, N, H, dh]
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
-        out = self.out_proj(attn.reshape(B, N, self.embedding_dim))
+        out = self.out_proj(attn.transpose(1, 2).reshape(B, N, self.embedding_dim))
         if has_key is not None:
             out = out * has_key.view(B, 1, 1).to(out.dtype)
         return (out, weights) if need_weights else out
@@ -144,13 +144,13 @@ class RotaryMultiheadAttention(nn.Module):
         return not bool(moved.any())
 
     def _column_qkv(self, x):
-        """qk ``[B, N, 2, H, dh]`` and v ``[B, N, H, dh]`` (views of contiguous tensors), q and k
-        rotated by their columns through per-column weights (:func:`column_qkv`)."""
+        """q, k, v ``[B, N, H, dh]`` (views of contiguous ``[B, N, d]``), q and k rotated by
+        their columns through per-column weights (:func:`column_qkv`)."""
         B, N, d = x.shape
         W, b = self.qkv.weight, self.qkv.bias
         W_qk, b_qk = self.rope.rotate_projection(W[:2 * d], b[:2 * d], N)  # [N, 2d, d], [N, 2d]
-        qk, v = column_qkv(x, W_qk, b_qk, W[2 * d:], b[2 * d:])
-        return qk.view(B, N, 2, self.num_heads, self.head_dim), v.view(B, N, self.num_heads, self.head_dim)
+        q, k, v = column_qkv(x, W_qk[:, :d], W_qk[:, d:], b_qk[:, :d], b_qk[:, d:], W[2 * d:], b[2 * d:])
+        return (t.view(B, N, self.num_heads, self.head_dim) for t in (q, k, v))
 
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, num_heads={self.num_heads}, "

@@ -55,64 +55,52 @@ def _build():
     return torch.ops.interformer_attention
 
 
-def fused_attention_applies(v: torch.Tensor, dropout_p: float) -> bool:
-    """Whether :func:`fused_attention` can run heads like ``v`` ``[B, N, H, dh]``: float32 on
-    the CPU in eager mode, no autocast, no attention dropout, ``N <= MAX_TOKENS``, ``dh`` in
-    ``HEAD_DIMS``."""
-    return (v.device.type == "cpu" and v.dtype == torch.float32 and dropout_p == 0.0
-            and v.shape[1] <= MAX_TOKENS and v.shape[-1] in HEAD_DIMS
+def fused_attention_applies(q: torch.Tensor, dropout_p: float) -> bool:
+    """Whether :func:`fused_attention` can run ``q`` ``[B, H, N, dh]``: float32 on the CPU in
+    eager mode, no autocast, no attention dropout, ``N <= MAX_TOKENS``, ``dh`` in ``HEAD_DIMS``."""
+    return (q.device.type == "cpu" and q.dtype == torch.float32 and dropout_p == 0.0
+            and q.shape[-2] <= MAX_TOKENS and q.shape[-1] in HEAD_DIMS
             and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
             and fused_attention_kernel() is not None)
 
 
-def fused_attention(qk: torch.Tensor, v: torch.Tensor, key_mask: Optional[torch.Tensor],
-                    scale: float) -> torch.Tensor:
-    r"""``softmax(q kᵀ · scale + mask) v`` per head, differentiable in ``qk`` and ``v``.
-
-    Token-major, as a projection lays q, k and v out: q and k come stacked, and their
-    gradient comes back as one tensor, so the projection's backward reads it with no copy.
+def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    key_mask: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+    r"""``softmax(q kᵀ · scale + mask) v`` per head, differentiable in q, k and v.
 
     Shapes:
-        qk ``[B, N, 2, H, dh]`` (q, then k), v ``[B, N, H, dh]`` (any strides, contiguous last
-        axis); key_mask ``[B, N]`` bool (True = valid key; every row needs one) or None ->
-        ``[B, N, H, dh]``, contiguous.
+        q, k, v ``[B, H, N, dh]`` (any strides, contiguous last axis); key_mask ``[B, N]``
+        bool (True = valid key; every row needs one) or None -> ``[B, H, N, dh]``, a view of
+        contiguous ``[B, N, H, dh]`` memory (so ``transpose(1, 2).reshape(B, N, H * dh)`` is free).
 
     Example::
 
-        >>> qkv = torch.randn(2, 10, 3, 4, 16)
-        >>> q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
-        >>> ref = torch.nn.functional.scaled_dot_product_attention(q, k, v).transpose(1, 2)
-        >>> torch.allclose(fused_attention(qkv[:, :, :2], qkv[:, :, 2], None, 0.25), ref, atol=1e-5)
+        >>> q = k = v = torch.randn(2, 4, 10, 16)
+        >>> ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        >>> torch.allclose(fused_attention(q, k, v, None, 0.25), ref, atol=1e-5)
         True
     """
     bias = None
     if key_mask is not None:
-        bias = torch.zeros(key_mask.shape, dtype=v.dtype).masked_fill_(~key_mask, float("-inf"))
-    if torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad):
-        return _FusedAttention.apply(qk, v, bias, scale)
-    return fused_attention_kernel().forward(*_heads(qk, v), bias, scale)[0].transpose(1, 2)
-
-
-def _heads(qk, v):
-    """q, k, v ``[B, H, N, dh]`` views of ``qk`` ``[B, N, 2, H, dh]`` and ``v`` ``[B, N, H, dh]``."""
-    return qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2), v.transpose(1, 2)
+        bias = torch.zeros(key_mask.shape, dtype=q.dtype).masked_fill_(~key_mask, float("-inf"))
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        return _FusedAttention.apply(q, k, v, bias, scale)
+    return fused_attention_kernel().forward(q, k, v, bias, scale)[0]
 
 
 class _FusedAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, qk, v, bias, scale):
-        out, lse = fused_attention_kernel().forward(*_heads(qk, v), bias, scale)
-        ctx.save_for_backward(qk, v, bias, out, lse)
+    def forward(ctx, q, k, v, bias, scale):
+        out, lse = fused_attention_kernel().forward(q, k, v, bias, scale)
+        ctx.save_for_backward(q, k, v, bias, out, lse)
         ctx.scale = scale
-        return out.transpose(1, 2)  # [B, N, H, dh], contiguous
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
-        qk, v, bias, out, lse = ctx.saved_tensors
+        q, k, v, bias, out, lse = ctx.saved_tensors
         if grad_out.stride(-1) != 1:
             grad_out = grad_out.contiguous()
-        g_qk, g_v = (torch.empty_like(t, memory_format=torch.contiguous_format) for t in (qk, v))
-        fused_attention_kernel().backward(*_heads(qk, v), bias, out, lse, grad_out.transpose(1, 2), ctx.scale,
-                                          *_heads(g_qk, g_v))
-        return g_qk, g_v, None, None
+        gq, gk, gv = fused_attention_kernel().backward(q, k, v, bias, out, lse, grad_out, ctx.scale)
+        return gq, gk, gv, None, None
