@@ -44,7 +44,7 @@ def _build():
     capability = torch.backends.cpu.get_cpu_capability()
     # one build per instruction set: a cache shared between machines never runs a foreign one
     name = f"interformer_attention_{capability.lower()}"
-    logging.info("Building the fused CPU attention kernel %s (once per machine)", name)
+    logging.info("Loading the fused CPU attention kernel %s (compiled on first use, then cached)", name)
     try:
         load(name=name, sources=[_SOURCE], is_python_module=False, verbose=False,
              extra_cflags=["-O3", "-fopenmp"] + _ISA_FLAGS.get(capability, []))
