@@ -137,8 +137,8 @@ def test_compile_agreement_says_it_needs_cuda(monkeypatch):
         compile_agreement.main()
 
 
-@pytest.mark.parametrize("switch", ["fold_rope", "pool_backward_by_hand", "low_rank_product", "skip_padding",
-                                    "dedup_sequence_tokens"])
+@pytest.mark.parametrize("switch", ["fold_rope", "fused_cpu_attention", "pool_backward_by_hand", "low_rank_product",
+                                    "skip_padding", "dedup_sequence_tokens"])
 def test_switch_ab_turns_the_fast_path_on_and_off_in_turns(switch, capsys, monkeypatch):
     import switch_ab
     seen = []
@@ -151,7 +151,7 @@ def test_switch_ab_turns_the_fast_path_on_and_off_in_turns(switch, capsys, monke
             turn(on)
             if name == "fold_rope":
                 seen.append({m.fold_rope for m in model.modules() if hasattr(m, "fold_rope")})
-            elif name in ("pool_backward_by_hand", "low_rank_product"):
+            elif name in ("fused_cpu_attention", "pool_backward_by_hand", "low_rank_product"):
                 seen.append({getattr(m, name) for m in model.modules() if hasattr(m, name)})
             elif name == "skip_padding":
                 seen.append({model.skip_padding})
