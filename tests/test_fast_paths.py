@@ -24,6 +24,16 @@ def predictions(model, data):
     return out
 
 
+def predicts_and_trains_alike(fast, plain, data, steps=3):
+    """Two models from the same weights, one on a fast path: the same predictions, before and
+    after ``steps`` training steps."""
+    assert torch.allclose(predictions(fast, data), predictions(plain, data), atol=1e-6)
+    for _ in range(steps):
+        fast.train_step(data)
+        plain.train_step(data)
+    assert torch.allclose(predictions(fast, data), predictions(plain, data), atol=1e-5)
+
+
 @pytest.mark.parametrize("model_class", [InterFormer, DIN, TransAct])
 def test_fused_adam_trains_like_the_plain_adam(model_class):
     data = batch(FMAP, size=64, lengths=torch.arange(64) % 11)
@@ -199,12 +209,8 @@ def test_rope_folded_into_column_weights_keeps_interformer_predictions_and_train
             m.fold_min_rows = 1
             m.register_forward_hook(lambda mod, args, out: calls.append(
                 mod._positions_are_columns(args[0], args[1], args[2])))
-    assert torch.allclose(predictions(folded, data), predictions(plain, data), atol=1e-6)
+    predicts_and_trains_alike(folded, plain, data)
     assert calls and all(calls)
-    for _ in range(3):
-        folded.train_step(data)
-        plain.train_step(data)
-    assert torch.allclose(predictions(folded, data), predictions(plain, data), atol=1e-5)
 
 
 def test_pma_without_projecting_keys_and_values_equals_the_plain_attention():
@@ -266,11 +272,7 @@ def test_sequence_tokens_merged_once_per_distinct_ids_equal_the_per_position_mer
     ids = torch.stack([inputs[f] for f in dedup.feature_arch.sequence_fields], dim=-1).long()
     assert torch.unique(ids.reshape(-1, 2), dim=0).shape[0] < ids.shape[0] * ids.shape[1] / 4
     assert torch.allclose(dedup.feature_arch.merge_sequence(ids), plain.feature_arch.merge_sequence(ids), atol=1e-6)
-    assert torch.allclose(predictions(dedup, data), predictions(plain, data), atol=1e-6)
-    for _ in range(3):  # gradients too: the same training
-        dedup.train_step(data)
-        plain.train_step(data)
-    assert torch.allclose(predictions(dedup, data), predictions(plain, data), atol=1e-5)
+    predicts_and_trains_alike(dedup, plain, data)  # gradients too: the same training
 
 
 def test_pma_hand_written_backward_equals_autograd(monkeypatch):
@@ -450,11 +452,7 @@ def test_fused_cpu_attention_keeps_the_layer_and_interformer_training():
     for m in plain.modules():
         if isinstance(m, RotaryMultiheadAttention):
             m.fused_cpu_attention = False
-    assert torch.allclose(predictions(fused, data), predictions(plain, data), atol=1e-6)
-    for _ in range(3):
-        fused.train_step(data)
-        plain.train_step(data)
-    assert torch.allclose(predictions(fused, data), predictions(plain, data), atol=1e-5)
+    predicts_and_trains_alike(fused, plain, data)
 
 
 def test_fused_cpu_attention_runs_only_where_it_applies(monkeypatch):

@@ -33,9 +33,10 @@ def fused_attention_kernel():
     None where it cannot be built (logged once) or ``INTERFORMER_CPU_ATTENTION=0``."""
     if os.environ.get("INTERFORMER_CPU_ATTENTION", "1") == "0":
         return None
-    with _lock:
-        if "ops" not in _built:
-            _built["ops"] = _build()
+    if "ops" not in _built:  # every attention call asks: the lock only until the first answer
+        with _lock:
+            if "ops" not in _built:
+                _built["ops"] = _build()
     return _built["ops"]
 
 
@@ -49,7 +50,8 @@ def _build():
         load(name=name, sources=[_SOURCE], is_python_module=False, verbose=False,
              extra_cflags=["-O3", "-fopenmp"] + _ISA_FLAGS.get(capability, []))
     except Exception as error:  # no compiler, no headers, ...: the plain kernel still works
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = str(error).strip()
+        reason = message.splitlines()[0] if message else type(error).__name__
         logging.warning("Fused CPU attention unavailable, using scaled_dot_product_attention: %s", reason)
         return None
     return torch.ops.interformer_attention
