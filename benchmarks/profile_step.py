@@ -19,7 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import LENGTH_PROFILES, MODELS, amazon_feature_map, build, make_batches  # noqa: E402
+from throughput import CATEGORY_MODES, LENGTH_PROFILES, MODELS, amazon_feature_map, build, make_batches  # noqa: E402
 from interformer_fuxi.cpu_heap import keep_freed_memory  # noqa: E402
 
 
@@ -43,6 +43,8 @@ def main(argv=None):
     parser.add_argument("--T", type=int, default=100)
     parser.add_argument("--lengths", default="full", choices=list(LENGTH_PROFILES),
                         help="how full the histories are (throughput.py's profiles)")
+    parser.add_argument("--categories", default="item", choices=list(CATEGORY_MODES),
+                        help="how categories relate to items (throughput.py's modes)")
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
@@ -56,7 +58,7 @@ def main(argv=None):
     fmap = amazon_feature_map(args.T)
     model = build(args.model, fmap, args.device, mixed_precision="bf16" if args.bf16 else None,
                   torch_compile=args.compile)
-    data = make_batches(fmap, args.batch, 1, args.device, args.lengths)[0]
+    data = make_batches(fmap, args.batch, 1, args.device, args.lengths, args.categories)[0]
     for _ in range(args.warmup):
         model.train_step(data)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])

@@ -26,7 +26,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import LENGTH_PROFILES, amazon_feature_map, build, make_batches  # noqa: E402
+from throughput import CATEGORY_MODES, LENGTH_PROFILES, amazon_feature_map, build, make_batches  # noqa: E402
 from interformer_fuxi.cpu_heap import keep_freed_memory  # noqa: E402
 
 
@@ -63,6 +63,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--T", type=int, default=100)
     parser.add_argument("--lengths", default="full", choices=list(LENGTH_PROFILES))
+    parser.add_argument("--categories", default="item", choices=list(CATEGORY_MODES))
     parser.add_argument("--warmup", type=int, default=4, help="untimed steps per setting")
     parser.add_argument("--eval", action="store_true",
                         help="time predictions (eval mode, no gradients) instead of training steps")
@@ -70,7 +71,7 @@ def main(argv=None):
     keep_freed_memory()
     fmap = amazon_feature_map(args.T)
     model = build("InterFormer", fmap, "cpu")
-    data = make_batches(fmap, args.batch, 1, "cpu", args.lengths)[0]
+    data = make_batches(fmap, args.batch, 1, "cpu", args.lengths, args.categories)[0]
     turn = switch_setter(model, args.switch)
     if args.eval:
         model.eval()

@@ -5,8 +5,10 @@
     python benchmarks/throughput.py --device cuda [--bf16] [--compile [reduce-overhead]]
 
 One process measures, on the same synthetic AmazonElectronics_x1-scale data (item and
-category vocabularies of the dataset, histories of length T sharing those tables; by default
-every history full, so all models do their worst-case work) and the same batch size:
+category vocabularies of the dataset, item ids drawn uniformly, each item with one category as
+in the dataset (``--categories independent``: category ids drawn on their own), histories of
+length T sharing those tables; by default every history full, so all models do their
+worst-case work) and the same batch size:
 
 - training samples/s (forward, loss, backward, gradient clipping and the Adam step, as
   FuxiCTR's ``train_step``), with data loading excluded (batches already in memory) and
@@ -112,10 +114,43 @@ def mean_length(profile, size, T, count=2):
     return float(torch.cat([history_lengths(profile, size, T, i) for i in range(count)]).float().mean())
 
 
-def make_batches(fmap, size, count, device, profile="full"):
+# How the category columns relate to the item columns. In AmazonElectronics_x1 every item has
+# one category (the item's metadata), in the target and in the history alike; ``independent``
+# draws every category id on its own, as the benchmark did at first.
+CATEGORY_MODES = {"item": "each item has one category, as in the dataset",
+                  "independent": "category ids drawn independently of the items"}
+CATEGORY_OF = {"cate_id": "item_id", "cate_history": "item_history"}  # category column -> its item column
+
+
+def item_categories(fmap, seed=0):
+    """``[item vocabulary]`` the category id of every item id (padding 0 -> 0), drawn uniformly."""
+    g = torch.Generator().manual_seed(20_000 + seed)
+    table = torch.randint(1, fmap.features["cate_id"]["vocab_size"], (fmap.features["item_id"]["vocab_size"],),
+                          generator=g)
+    table[0] = 0
+    return table
+
+
+def with_item_categories(fmap, data, table):
+    """``data`` with every category column read off its item column through ``table``."""
+    data = data.clone()
+    for cate, item in CATEGORY_OF.items():
+        data[:, fmap.get_column_index(cate)] = table[data[:, fmap.get_column_index(item)].long()].to(data.dtype)
+    return data
+
+
+def make_batches(fmap, size, count, device, profile="full", categories="item"):
+    """``count`` synthetic batches of ``size`` rows: uniform item ids, labels at random,
+    history lengths from ``LENGTH_PROFILES[profile]``, categories as ``CATEGORY_MODES[categories]``."""
+    if categories not in CATEGORY_MODES:
+        raise ValueError(f"categories must be one of {list(CATEGORY_MODES)}, got {categories!r}")
     T = fmap.features["item_history"]["max_len"]
-    return [batch(fmap, size=size, seed=i, lengths=history_lengths(profile, size, T, i)).to(device)
-            for i in range(count)]
+    table = item_categories(fmap) if categories == "item" else None
+    out = []
+    for i in range(count):
+        data = batch(fmap, size=size, seed=i, lengths=history_lengths(profile, size, T, i))
+        out.append((data if table is None else with_item_categories(fmap, data, table)).to(device))
+    return out
 
 
 def _sync(device):
@@ -230,22 +265,22 @@ class PeakMemory:
             self.peak = max(self._max, self._rss()) - self._base
 
 
-def _peak_rss_growth(name, size, T):
+def _peak_rss_growth(name, size, T, categories):
     """Runs in a fresh process (default glibc heap): RSS growth over two training steps."""
     fmap = amazon_feature_map(T)
     model = build(name, fmap, "cpu")
-    batches = make_batches(fmap, size, 1, "cpu")
+    batches = make_batches(fmap, size, 1, "cpu", categories=categories)
     with PeakMemory("cpu") as memory:
         model.train_step(batches[0])
         model.train_step(batches[0])
     return memory.peak
 
 
-def cpu_peak_memory(name, size, T):
+def cpu_peak_memory(name, size, T, categories="item"):
     import concurrent.futures
     import multiprocessing
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_peak_rss_growth, name, size, T).result()
+        return pool.submit(_peak_rss_growth, name, size, T, categories).result()
 
 
 def train_sps(model, batches, steps, warmup, device):
@@ -310,12 +345,14 @@ def latency_ms(model, row, reps, device):
 
 # --- data loading ------------------------------------------------------------------------------
 
-def write_h5(fmap, rows, path, block=8192):
-    """``rows`` synthetic rows in FuxiCTR's H5 layout (one dataset per column)."""
+def write_h5(fmap, rows, path, block=8192, categories="item"):
+    """``rows`` synthetic rows (full histories) in FuxiCTR's H5 layout (one dataset per column)."""
     import h5py
     data = torch.cat([batch(fmap, size=min(block, rows - i), seed=1000 + i,
                             lengths=torch.full((min(block, rows - i),), fmap.features["item_history"]["max_len"]))
                       for i in range(0, rows, block)])
+    if categories == "item":
+        data = with_item_categories(fmap, data, item_categories(fmap))
     columns = list(fmap.features) + fmap.labels
     with h5py.File(path, "w") as f:
         for col in columns:
@@ -369,7 +406,7 @@ def measure_models(models, fmap, args, peak, h5_path, full):
                   "batches": {}} for name, m in models.items()}
     twins = {name: eager_twin(name, fmap, args) for name in models}
     for size in args.batch:
-        batches = make_batches(fmap, size, 2, args.device, args.lengths)
+        batches = make_batches(fmap, size, 2, args.device, args.lengths, args.categories)
         flops = {name: flops_per_sample(twins[name], batches[0]) for name in models}
         sps, rounds, memory = interleaved_train_sps(models, batches, args)
         if args.compile:  # the warm-up steps compiled the forwards: say so, or stop
@@ -384,7 +421,7 @@ def measure_models(models, fmap, args, peak, h5_path, full):
                    "train_flops": train_flops, "fwd_flops": fwd_flops, "flops_per_s": sps[name] * train_flops,
                    "flop_util": sps[name] * train_flops / peak}
             if args.device == "cpu" and full:
-                row["peak_mem_mb"] = cpu_peak_memory(name, size, args.T) / 2 ** 20
+                row["peak_mem_mb"] = cpu_peak_memory(name, size, args.T, args.categories) / 2 ** 20
             if full:
                 loader = fuxictr_loader(fmap, h5_path, size)
                 row["train_sps_loader"] = train_sps_with_loader(model, loader, args.steps, args.device)
@@ -394,7 +431,7 @@ def measure_models(models, fmap, args, peak, h5_path, full):
                   f"{', '.join(f'{r:,.0f}' for r in rounds[name])}), {train_flops / 1e6:.1f} MFLOP/sample, "
                   f"{row['flop_util']:.1%} of the matmul peak", flush=True)
     if full:
-        row = make_batches(fmap, 1, 1, args.device)[0]
+        row = make_batches(fmap, 1, 1, args.device, categories=args.categories)[0]
         for name, model in models.items():
             out[name]["latency"] = latency_ms(model, row, args.latency_reps, args.device)
     return out
@@ -406,7 +443,7 @@ def length_profiles(models, fmap, profiles, args):
     pair = {name: models[name] for name in ("InterFormer", "DIN")}
     out = []
     for profile in profiles:
-        batches = make_batches(fmap, args.batch[0], 2, args.device, profile)
+        batches = make_batches(fmap, args.batch[0], 2, args.device, profile, args.categories)
         mean = mean_length(profile, args.batch[0], args.T)
         sps, rounds, _ = interleaved_train_sps(pair, batches, argparse.Namespace(**{**vars(args), "warmup": 1}))
         out.append((profile, mean, sps))
@@ -420,7 +457,7 @@ def scaling_in_T(args, peak):
     for T in args.T_sweep:
         fmap = amazon_feature_map(T)
         model = build("InterFormer", fmap, args.device, **switches(args))
-        batches = make_batches(fmap, args.batch[0], 1, args.device)
+        batches = make_batches(fmap, args.batch[0], 1, args.device, categories=args.categories)
         train_flops, _ = flops_per_sample(eager_twin("InterFormer", fmap, args), batches[0])
         sps, _ = train_sps(model, batches, max(2, args.steps // 2), 1, args.device)
         rows.append((T, sps, train_flops))
@@ -434,7 +471,7 @@ def scaling_in_rows(fmap, args, workdir):
     out = []
     for factor in (1, 2, 4):
         rows = factor * args.rows_base
-        path = write_h5(fmap, rows, os.path.join(workdir, f"rows_{rows}.h5"))
+        path = write_h5(fmap, rows, os.path.join(workdir, f"rows_{rows}.h5"), categories=args.categories)
         loader = fuxictr_loader(fmap, path, args.batch[0])
         start = time.perf_counter()
         for data in loader:
@@ -453,6 +490,9 @@ def main(argv=None):
     parser.add_argument("--T", type=int, default=100, help="history length")
     parser.add_argument("--lengths", default="full", choices=list(LENGTH_PROFILES),
                         help="how full the histories of the main measurement are (default: full)")
+    parser.add_argument("--categories", default="item", choices=list(CATEGORY_MODES),
+                        help="item: each item has one category, as in AmazonElectronics_x1 (default); "
+                             "independent: category ids drawn on their own")
     parser.add_argument("--T_sweep", nargs="+", type=int, default=[50, 100, 200, 500, 1000])
     parser.add_argument("--rows_base", type=int, default=8192)
     parser.add_argument("--steps", type=int, default=None, help="timed steps per measurement")
@@ -495,7 +535,8 @@ def main(argv=None):
     fmap = amazon_feature_map(args.T)
     full = not args.quick
     with tempfile.TemporaryDirectory() as workdir:
-        h5_path = write_h5(fmap, max(args.batch) * (args.steps + 2), os.path.join(workdir, "train.h5"))
+        h5_path = write_h5(fmap, max(args.batch) * (args.steps + 2), os.path.join(workdir, "train.h5"),
+                           categories=args.categories)
         loader_rate = loader_sps(fuxictr_loader(fmap, h5_path, args.batch[0]), args.steps + 2)
         print(f"FuxiCTR H5DataLoader alone, batch {args.batch[0]}: {loader_rate:,.0f} samples/s", flush=True)
         models = {name: build(name, fmap, args.device, args.model_zoo, **switches(args)) for name in args.models}
@@ -520,7 +561,7 @@ def main(argv=None):
                          f"{r['flops_per_s'] / 1e9:.1f}", f"{r['flop_util']:.1%}", "-" if r["peak_mem_mb"] != r["peak_mem_mb"] else f"{r['peak_mem_mb']:,.0f}",
                          f"{lat[0]:.1f} / {lat[1]:.1f}" if lat else "-"])
     report = [f"Device: {device_name}{mode}; torch {torch.__version__}; T={args.T}; histories {args.lengths}; "
-              f"matmul peak {peak / 1e9:,.1f} GFLOP/s; H5 loader {loader_rate:,.0f} samples/s (batch {b}).",
+              f"categories {args.categories}; matmul peak {peak / 1e9:,.1f} GFLOP/s; H5 loader {loader_rate:,.0f} samples/s (batch {b}).",
               "", table(headers, rows)]
     profile_rows = [(args.lengths, mean_length(args.lengths, b, args.T),
                      {"InterFormer": inter["train_sps"], "DIN": din["train_sps"]})] + profile_rows

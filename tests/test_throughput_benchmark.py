@@ -165,3 +165,23 @@ def test_switch_ab_turns_the_fast_path_on_and_off_in_turns(switch, capsys, monke
     assert seen[-1] == {True}
     out = capsys.readouterr().out
     assert re.search(rf"^RESULT switch={switch} on_ms=[\d.]+ off_ms=[\d.]+ paired_diff_ms=-?[\d.]+$", out, re.M)
+
+
+def test_synthetic_categories_follow_the_items_as_in_the_dataset():
+    import torch
+    fmap = throughput.amazon_feature_map(12)
+    cols = {f: fmap.get_column_index(f) for f in ("item_id", "cate_id", "item_history", "cate_history")}
+
+    def pairs(data):  # (item, category) at every target and history slot
+        items = torch.cat([data[:, cols["item_id"]].reshape(-1), data[:, cols["item_history"]].reshape(-1)])
+        cates = torch.cat([data[:, cols["cate_id"]].reshape(-1), data[:, cols["cate_history"]].reshape(-1)])
+        return items.long(), cates.long()
+
+    items, cates = pairs(torch.cat(throughput.make_batches(fmap, 256, 2, "cpu", "uniform")))
+    table = throughput.item_categories(fmap)
+    assert torch.equal(cates, table[items])  # one category per item, across rows, batches and slots
+    assert torch.equal(cates == 0, items == 0) and cates.max() < fmap.features["cate_id"]["vocab_size"]
+    items, cates = pairs(throughput.make_batches(fmap, 256, 1, "cpu", categories="independent")[0])
+    assert not torch.equal(cates, table[items])
+    with pytest.raises(ValueError, match="categories must be one of"):
+        throughput.make_batches(fmap, 4, 1, "cpu", categories="random")
