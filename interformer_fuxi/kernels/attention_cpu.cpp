@@ -57,9 +57,29 @@ inline v16 exp2_nonpositive(v16 x) {
   return dead ? (v16){} : y;
 }
 
-inline float max_of(v16 x) { float m = x[0]; for (int i = 1; i < 16; ++i) m = x[i] > m ? x[i] : m; return m; }
-inline float sum_of(v16 x) { float s = 0.f; for (int i = 0; i < 16; ++i) s += x[i]; return s; }
-template <typename V, int DH> inline float dot(V a, V b) { V p = a * b; float s = 0.f; for (int i = 0; i < DH; ++i) s += p[i]; return s; }
+// horizontal max and sum as trees of shuffles: 4 dependent steps instead of 15
+inline v16 halves_swapped(v16 x, int step) {
+  switch (step) {
+    case 8: return __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    case 4: return __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    case 2: return __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    default: return __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+  }
+}
+inline float max_of(v16 x) {
+  for (int step = 8; step >= 1; step /= 2) { const v16 y = halves_swapped(x, step); x = x > y ? x : y; }
+  return x[0];
+}
+inline float sum_of(v16 x) {
+  for (int step = 8; step >= 1; step /= 2) x += halves_swapped(x, step);
+  return x[0];
+}
+template <typename V, int DH> inline float dot(V a, V b) {
+  const V p = a * b;
+  v16 w = {};
+  __builtin_memcpy(&w, &p, sizeof(V));  // an 8-wide row fills half the lanes, the rest stay 0
+  return sum_of(w);
+}
 
 struct View {  // [B, H, N, DH] through its strides
   float* p; int64_t sb, sh, sn;
