@@ -29,7 +29,10 @@ def keep_freed_memory():
         mallopt = libc.mallopt
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
-    _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 30))
+    # mallopt takes an int and glibc stores the threshold as a size_t: -1 is the largest
+    # threshold, so the heap is never trimmed. (A threshold of 1 GiB was still crossed in
+    # DIN's steps, whose heap peaks above 4 GB: the trimmed pages were faulted in again.)
+    _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
     if _applied:
-        logging.debug("glibc heap: mmap off, trim threshold 1 GiB")
+        logging.debug("glibc heap: mmap off, never trimmed")
     return _applied
