@@ -163,10 +163,12 @@ def _sync(device):
 def _register_missing_flops():
     """Ops missing from torch's FLOP registry, counted like their registered twins:
     the CPU flash-attention kernels and our fused CPU attention like the CUDA ones (2 matmuls
-    forward, 4 backward, per head), and the in-place ``baddbmm_`` (the backward of RoPE folded
-    into per-column weights) like ``baddbmm``."""
+    forward, 4 backward, per head), our fused PFFN block like its two products (and their four
+    gradient products), and the in-place ``baddbmm_`` (the backward of RoPE folded into
+    per-column weights) like ``baddbmm``."""
     from torch.utils import flop_counter as fc
     from interformer_fuxi.layers.fused_attention import fused_attention_kernel
+    from interformer_fuxi.layers.fused_pffn import fused_pffn_kernel
     aten = torch.ops.aten
 
     def forward(query, key, value, *args, **kwargs):
@@ -183,6 +185,15 @@ def _register_missing_flops():
     fused = fused_attention_kernel()
     if fused is not None:
         formulas.update({fused.forward: forward, fused.backward: fused_backward})
+
+    def pffn_products(S, X_sum):  # (LN(S) X_sum^T) [B, N, n_sum], then its product with W [n_sum, d]
+        B, N, d = S.shape
+        return fc.bmm_flop((B, N, d), (B, d, X_sum.shape[1])) + fc.mm_flop((B * N, X_sum.shape[1]), (X_sum.shape[1], d))
+
+    pffn = fused_pffn_kernel()
+    if pffn is not None:
+        formulas.update({pffn.forward: lambda S, X_sum, *args, **kwargs: pffn_products(S, X_sum),
+                         pffn.backward: lambda S, X_sum, *args, **kwargs: 2 * pffn_products(S, X_sum)})
     for op, formula in formulas.items():
         if op not in fc.flop_registry:
             fc.register_flop_formula(op, get_raw=True)(formula)

@@ -486,7 +486,7 @@ def test_fused_cpu_attention_falls_back_with_one_warning_when_it_cannot_be_built
     def no_compiler(*args, **kwargs):
         raise RuntimeError("Error building extension 'interformer_attention_avx512'\nmore lines")
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
-    monkeypatch.setattr(module, "_built", {})
+    monkeypatch.setattr(module.fused_attention_kernel, "_built", {})  # a fresh build, undone after the test
     mha = RotaryMultiheadAttention(32, 2).eval()
     x = torch.randn(3, 10, 32)
     with caplog.at_level("WARNING"):
@@ -497,3 +497,92 @@ def test_fused_cpu_attention_falls_back_with_one_warning_when_it_cannot_be_built
                         "Error building extension 'interformer_attention_avx512'"]
     mha.fused_cpu_attention = False
     assert torch.allclose(out, mha(x), atol=1e-6)
+
+
+def _pffn_block_and_grads(S, X_sum, W, norm, fused):
+    from interformer_fuxi.layers.fused_pffn import fused_pffn_block
+    S, X_sum, W = (t.detach().clone().requires_grad_(True) for t in (S, X_sum, W))
+    if fused:
+        out = fused_pffn_block(S, X_sum, W, norm)
+    else:
+        out = S + torch.bmm(norm(S), X_sum.transpose(1, 2)) @ W
+    grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
+                                [S, X_sum, W, norm.weight, norm.bias])
+    return [out.detach()] + list(grads)
+
+
+@pytest.mark.parametrize("B,N,d,n_sum", [(5, 9, 16, 4), (3, 104, 64, 4), (2, 1, 32, 1), (4, 7, 256, 16)])
+def test_fused_pffn_block_equals_its_ops(B, N, d, n_sum):
+    torch.manual_seed(0)
+    norm = torch.nn.LayerNorm(d)
+    torch.nn.init.normal_(norm.weight)  # not the identity affine
+    torch.nn.init.normal_(norm.bias)
+    S = torch.randn(B, N, d) * 3 + 1  # tokens with an offset and a scale for the norm to remove
+    X_sum, W = torch.randn(B, n_sum, d), torch.randn(n_sum, d) / d
+    fused = _pffn_block_and_grads(S, X_sum, W, norm, True)
+    plain = _pffn_block_and_grads(S, X_sum, W, norm, False)
+    for a, b in zip(fused, plain):
+        assert torch.allclose(a, b, atol=1e-4 * b.abs().max().item(), rtol=1e-4)
+    # a strided X_sum (a slice of the Cross Arch's summaries) reads the same
+    wide = torch.cat([X_sum, torch.randn(B, 2, d)], dim=1)[:, :n_sum]
+    assert torch.allclose(_pffn_block_and_grads(S, wide, W, norm, True)[0], fused[0])
+
+
+def test_fused_pffn_block_keeps_interformer_training():
+    from interformer_fuxi.arches.sequence_arch import SequenceArch
+    data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)
+    fused, plain = build(InterFormer), build(InterFormer)
+    arches = [m for m in fused.modules() if isinstance(m, SequenceArch)]
+    assert arches and all(a._pffn_fuses(torch.randn(2, 4, 16), torch.randn(2, 3, 16)) for a in arches)
+    for m in plain.modules():
+        if isinstance(m, SequenceArch):
+            m.fused_cpu_pffn = False
+    predicts_and_trains_alike(fused, plain, data)
+
+
+def test_fused_pffn_block_runs_only_where_it_applies(monkeypatch):
+    from interformer_fuxi.arches.sequence_arch import SequenceArch
+    from interformer_fuxi.layers import fused_pffn as module
+    norm, S, X_sum, W = torch.nn.LayerNorm(64), torch.randn(2, 5, 64), torch.randn(2, 4, 64), torch.randn(4, 64)
+    assert module.fused_pffn_applies(S, X_sum, W, norm)
+    assert not module.fused_pffn_applies(S.double(), X_sum.double(), W.double(), norm.double())
+    assert not module.fused_pffn_applies(S.to("meta"), X_sum, W, norm)
+    assert not module.fused_pffn_applies(torch.randn(2, 5, 24), torch.randn(2, 4, 24), torch.randn(4, 24),
+                                         torch.nn.LayerNorm(24))  # d not a multiple of 16
+    assert not module.fused_pffn_applies(S, torch.randn(2, 17, 64), torch.randn(17, 64), norm)  # n_sum > 16
+    assert not module.fused_pffn_applies(S, X_sum, W, torch.nn.LayerNorm(64, elementwise_affine=False))
+    assert not module.fused_pffn_applies(S, X_sum, W, torch.nn.Identity())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not module.fused_pffn_applies(S, X_sum, W, norm)
+    # the Sequence Arch's other PFFN forms and its post-norm variant keep their ops
+    for kwargs in (dict(pffn_form="mlp"), dict(personalized=False), dict(residual_norm=False)):
+        arch = SequenceArch(64, 4, **kwargs)
+        assert not arch._pffn_fuses(X_sum, S), kwargs
+    arch = SequenceArch(64, 4)
+    assert arch._pffn_fuses(X_sum, S)
+    arch.fused_cpu_pffn = False
+    assert not arch._pffn_fuses(X_sum, S)
+    monkeypatch.setenv("INTERFORMER_CPU_PFFN", "0")
+    assert not module.fused_pffn_applies(S, X_sum, W, norm)
+
+
+def test_fused_pffn_block_falls_back_with_one_warning_when_it_cannot_be_built(monkeypatch, caplog):
+    import torch.utils.cpp_extension
+    from interformer_fuxi.arches.sequence_arch import SequenceArch
+    from interformer_fuxi.layers import fused_pffn as module
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension 'interformer_pffn_block_avx512'\nmore lines")
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(module.fused_pffn_kernel, "_built", {})  # a fresh build, undone after the test
+    torch.manual_seed(0)
+    arch = SequenceArch(32, 4, use_mha=False)
+    X_sum, S, mask = torch.randn(3, 4, 32), torch.randn(3, 10, 32), torch.ones(3, 10, dtype=torch.bool)
+    with caplog.at_level("WARNING"):
+        out = arch(X_sum, S, mask)
+        arch(X_sum, S, mask)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["Fused CPU PFFN block unavailable, using the PyTorch ops: "
+                        "Error building extension 'interformer_pffn_block_avx512'"]
+    arch.fused_cpu_pffn = False
+    assert torch.allclose(out, arch(X_sum, S, mask), atol=1e-6)

@@ -2,6 +2,7 @@
 from torch import nn
 
 from ..layers import PFFN, RotaryMultiheadAttention, valid_positions
+from ..layers.fused_pffn import fused_pffn_applies, fused_pffn_block
 
 
 class SequenceArch(nn.Module):
@@ -12,7 +13,9 @@ class SequenceArch(nn.Module):
     MHA is bidirectional self-attention with a key-padding mask and rotary positions taken
     from the valid-token order, so pre- and post-padded histories give the same result.
     With ``residual_norm`` each block is pre-norm residual, ``S + f(LayerNorm(S))``
-    (the paper shows neither; SPEC's decision, kept switchable).
+    (the paper shows neither; SPEC's decision, kept switchable). On the CPU the pre-norm block
+    of the personalized linear PFFN runs in one C++ kernel (:func:`fused_pffn_block`, switch
+    ``fused_cpu_pffn``): the same result, one pass over the tokens instead of one per op.
 
     Args:
         embedding_dim (int): ``d``.
@@ -48,6 +51,11 @@ class SequenceArch(nn.Module):
         norm = (lambda: nn.LayerNorm(embedding_dim)) if residual_norm else (lambda: nn.Identity())
         self.residual_norm = residual_norm
         self.pffn_norm, self.mha_norm = norm(), norm()
+        self.fused_cpu_pffn = True
+
+    def _pffn_fuses(self, X_sum, S):
+        return (self.fused_cpu_pffn and self.residual_norm and self.personalized and self.pffn.form == "linear"
+                and fused_pffn_applies(S, X_sum, self.pffn.weight, self.pffn_norm))
 
     def _block(self, S, f, norm):
         return S + f(norm(S)) if self.residual_norm else f(S)
@@ -55,7 +63,10 @@ class SequenceArch(nn.Module):
     def forward(self, X_sum, S, mask, need_weights=False):
         weights = None
         if self.pffn is not None:
-            S = self._block(S, lambda s: self.pffn(X_sum if self.personalized else None, s), self.pffn_norm)
+            if self._pffn_fuses(X_sum, S):
+                S = fused_pffn_block(S, X_sum, self.pffn.weight, self.pffn_norm)
+            else:
+                S = self._block(S, lambda s: self.pffn(X_sum if self.personalized else None, s), self.pffn_norm)
         if self.mha is not None:
             positions = valid_positions(mask)
             # every row holds valid CLS tokens, so the MHA has no empty row to handle

@@ -9,52 +9,18 @@ log-sum-exp. It is compiled once per machine (about 20 s, cached by PyTorch unde
 ``INTERFORMER_CPU_ATTENTION=0``, :func:`fused_attention_kernel` returns None and callers keep
 ``scaled_dot_product_attention``.
 """
-import logging
-import os
-import threading
 from typing import Optional
 
 import torch
 
+from .cpu_kernels import CpuKernel
+
 MAX_TOKENS = 128          # keys per row the kernel holds (its score registers)
 HEAD_DIMS = (8, 16)       # head widths it is compiled for (and faster than the flash kernel at)
-_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels",
-                       "attention_cpu.cpp")
-_ISA_FLAGS = {  # PyTorch's own CPU capability: the instructions this machine runs
-    "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
-    "AVX2": ["-mavx2", "-mfma"],
-}
-_lock = threading.Lock()
-_built = {}
-
-
-def fused_attention_kernel():
-    """``torch.ops.interformer_attention`` (``forward``, ``backward``), built on the first call;
-    None where it cannot be built (logged once) or ``INTERFORMER_CPU_ATTENTION=0``."""
-    if os.environ.get("INTERFORMER_CPU_ATTENTION", "1") == "0":
-        return None
-    if "ops" not in _built:  # every attention call asks: the lock only until the first answer
-        with _lock:
-            if "ops" not in _built:
-                _built["ops"] = _build()
-    return _built["ops"]
-
-
-def _build():
-    from torch.utils.cpp_extension import load
-    capability = torch.backends.cpu.get_cpu_capability()
-    # one build per instruction set: a cache shared between machines never runs a foreign one
-    name = f"interformer_attention_{capability.lower()}"
-    logging.info("Loading the fused CPU attention kernel %s (compiled on first use, then cached)", name)
-    try:
-        load(name=name, sources=[_SOURCE], is_python_module=False, verbose=False,
-             extra_cflags=["-O3", "-fopenmp"] + _ISA_FLAGS.get(capability, []))
-    except Exception as error:  # no compiler, no headers, ...: the plain kernel still works
-        message = str(error).strip()
-        reason = message.splitlines()[0] if message else type(error).__name__
-        logging.warning("Fused CPU attention unavailable, using scaled_dot_product_attention: %s", reason)
-        return None
-    return torch.ops.interformer_attention
+fused_attention_kernel = CpuKernel("attention_cpu.cpp", "interformer_attention", "INTERFORMER_CPU_ATTENTION",
+                                   "scaled_dot_product_attention", "fused CPU attention")
+"""``torch.ops.interformer_attention`` (``forward``, ``backward``), built on the first call;
+None where it cannot be built (logged once) or ``INTERFORMER_CPU_ATTENTION=0``."""
 
 
 def fused_attention_applies(q: torch.Tensor, dropout_p: float) -> bool:
