@@ -131,7 +131,9 @@ class FeatureArch(nn.Module):
         # each distinct key's ids, read off any of its positions (they all hold the same tuple)
         flat = ids.reshape(-1, ids.shape[-1])
         distinct_ids = flat.new_empty(distinct.numel(), flat.shape[1]).index_copy_(0, where.reshape(-1), flat)
-        return self._merge(distinct_ids)[where]
+        # index_select, not indexing: its backward is a parallel index_add (a third of the time)
+        merged = self._merge(distinct_ids)
+        return merged.index_select(0, where.reshape(-1)).view(*where.shape, merged.shape[-1])
 
     def _merge(self, ids):
         """``ids [..., k]`` -> ``[..., d]``, position by position."""
