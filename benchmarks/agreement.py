@@ -74,6 +74,9 @@ def main(argv=None):
         if holders(reference, "fused_cpu_pffn"):  # the PFFN block's kernel (CPU)
             variants.append(("cpu PFFN block op by op (fused_cpu_pffn off)", "cpu", dict(fused_cpu_pffn=False),
                              FP32_TOL))
+        if holders(reference, "fused_cpu_pool"):  # PMA's pooling kernel (CPU)
+            variants.append(("cpu PMA pooling op by op (fused_cpu_pool off)", "cpu", dict(fused_cpu_pool=False),
+                             FP32_TOL))
         if args.compile:
             variants.append(("cpu torch.compile", "cpu", dict(torch_compile=True), FP32_TOL))
         if args.device == "cuda":
@@ -83,7 +86,7 @@ def main(argv=None):
                 variants.append(("cuda torch.compile", "cuda", dict(torch_compile=True), FP32_TOL))
         for label, device, switches, tol in variants:
             switches = dict(switches)
-            attributes = {a: switches.pop(a) for a in ("fold_rope", "fused_cpu_attention", "fused_cpu_pffn")
+            attributes = {a: switches.pop(a) for a in ("fold_rope", "fused_cpu_attention", "fused_cpu_pffn", "fused_cpu_pool")
                           if a in switches}
             model = build(name, fmap, device, **switches)  # the rest are model keys
             for attribute, on in attributes.items():  # module attributes

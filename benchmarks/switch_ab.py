@@ -5,6 +5,7 @@
     python benchmarks/switch_ab.py --switch pool_backward_by_hand   # PMA's pooling, backward by hand
     python benchmarks/switch_ab.py --switch low_rank_product        # PFFN as (S X_sum^T) W
     python benchmarks/switch_ab.py --switch fused_cpu_pffn          # the pre-norm PFFN block in C++
+    python benchmarks/switch_ab.py --switch fused_cpu_pool          # PMA's pooling in C++
     python benchmarks/switch_ab.py --switch skip_padding --lengths amazon
     python benchmarks/switch_ab.py --switch dedup_sequence_tokens
     python benchmarks/switch_ab.py --switch fold_rope --batch 1 --eval   # single-row predictions
@@ -54,7 +55,7 @@ def switch_setter(model, name):
 
 
 SWITCHES = ["fold_rope", "fused_cpu_attention", "pool_backward_by_hand", "low_rank_product", "skip_padding",
-            "dedup_sequence_tokens", "fused_cpu_pffn"]
+            "dedup_sequence_tokens", "fused_cpu_pffn", "fused_cpu_pool"]
 
 
 def main(argv=None):

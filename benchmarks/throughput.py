@@ -163,12 +163,13 @@ def _sync(device):
 def _register_missing_flops():
     """Ops missing from torch's FLOP registry, counted like their registered twins:
     the CPU flash-attention kernels and our fused CPU attention like the CUDA ones (2 matmuls
-    forward, 4 backward, per head), our fused PFFN block like its two products (and their four
-    gradient products), and the in-place ``baddbmm_`` (the backward of RoPE folded into
-    per-column weights) like ``baddbmm``."""
+    forward, 4 backward, per head), our fused PFFN block and PMA pooling like the products they
+    replace (two forward, four backward), and the in-place ``baddbmm_`` (the backward of RoPE
+    folded into per-column weights) like ``baddbmm``."""
     from torch.utils import flop_counter as fc
     from interformer_fuxi.layers.fused_attention import fused_attention_kernel
     from interformer_fuxi.layers.fused_pffn import fused_pffn_kernel
+    from interformer_fuxi.layers.fused_seed_pool import fused_seed_pool_kernel
     aten = torch.ops.aten
 
     def forward(query, key, value, *args, **kwargs):
@@ -194,6 +195,15 @@ def _register_missing_flops():
     if pffn is not None:
         formulas.update({pffn.forward: lambda S, X_sum, *args, **kwargs: pffn_products(S, X_sum),
                          pffn.backward: lambda S, X_sum, *args, **kwargs: 2 * pffn_products(S, X_sum)})
+
+    def pool_products(S, q):  # the scores S q^T [B N, J], then the pooling [B, J, N] x [B, N, d]
+        B, N, d = S.shape
+        return fc.mm_flop((B * N, d), (d, q.shape[0])) + fc.bmm_flop((B, q.shape[0], N), (B, N, d))
+
+    pool = fused_seed_pool_kernel()
+    if pool is not None:
+        formulas.update({pool.forward: lambda S, q, *args, **kwargs: pool_products(S, q),
+                         pool.backward: lambda S, q, *args, **kwargs: 2 * pool_products(S, q)})
     for op, formula in formulas.items():
         if op not in fc.flop_registry:
             fc.register_flop_formula(op, get_raw=True)(formula)

@@ -291,20 +291,23 @@ def test_pma_hand_written_backward_equals_autograd(monkeypatch):
     mask[0] = False  # an empty row
     mask[1, 0] = True
     results = []
-    for by_hand in (True, False):
-        pma.pool_backward_by_hand = by_hand
+    # the C++ kernel (CPU default), the backward by hand in PyTorch ops, and autograd's
+    for by_hand, fused in ((True, True), (True, False), (False, False)):
+        pma.pool_backward_by_hand, pma.fused_cpu_pool = by_hand, fused
         x = S.clone().requires_grad_(True)
         out = pma(x, mask)
         grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(),
                                     [x] + list(pma.parameters()))
         results.append([out.detach()] + list(grads))
-    for a, b in zip(*results):
-        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
 
     # attention dropout while training: the plain path, whose dropout sits between softmax and pooling
     def refuse(*args):
         raise AssertionError("hand-written pooling used under attention dropout")
     monkeypatch.setattr(pma_module._SeedPool, "apply", refuse)
+    monkeypatch.setattr(pma_module, "fused_seed_pool", refuse)
     PMA(16, num_seeds=2, num_heads=2, attention_dropout=0.5).train()(S, mask)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # and under autocast (mixed dtypes)
         PMA(16, num_seeds=2, num_heads=2)(S, mask).float().sum().backward()
@@ -586,3 +589,74 @@ def test_fused_pffn_block_falls_back_with_one_warning_when_it_cannot_be_built(mo
                         "Error building extension 'interformer_pffn_block_avx512'"]
     arch.fused_cpu_pffn = False
     assert torch.allclose(out, arch(X_sum, S, mask), atol=1e-6)
+
+
+@pytest.mark.parametrize("B,N,d,J", [(5, 9, 16, 4), (3, 104, 64, 8), (2, 1, 32, 1), (2, 300, 256, 16)])
+def test_fused_seed_pool_equals_its_ops(B, N, d, J):
+    import interformer_fuxi.layers.pma as pma_module
+    from interformer_fuxi.layers.fused_seed_pool import fused_seed_pool
+    torch.manual_seed(0)
+    S, q = torch.randn(B, N, d) * 2, torch.randn(J, d)
+    mask = torch.rand(B, N) > 0.3
+    mask[:, -1] = True  # a valid key per row
+    mask[0] = True      # and a full row
+    results = []
+    for fused in (True, False):
+        x, qq = S.clone().requires_grad_(True), q.clone().requires_grad_(True)
+        out = (fused_seed_pool(x, qq, mask, 0.3) if fused
+               else pma_module._SeedPool.apply(x, qq, mask.unsqueeze(-1), 0.3))
+        grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), [x, qq])
+        results.append([out.detach()] + list(grads))
+    for a, b in zip(*results):
+        assert torch.allclose(a, b, atol=1e-5 * max(b.abs().max().item(), 1.0), rtol=1e-4)
+    # a masked token gets no weight: changing it changes nothing
+    moved = S.clone()
+    moved[~mask] = 1e3
+    assert torch.allclose(fused_seed_pool(moved, q, mask, 0.3), results[0][0], atol=1e-5)
+
+
+def test_fused_seed_pool_keeps_interformer_training():
+    from interformer_fuxi.layers import PMA
+    data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)
+    fused, plain = build(InterFormer), build(InterFormer)
+    for m in plain.modules():
+        if isinstance(m, PMA):
+            m.fused_cpu_pool = False
+    predicts_and_trains_alike(fused, plain, data)
+
+
+def test_fused_seed_pool_runs_only_where_it_applies(monkeypatch):
+    from interformer_fuxi.layers import fused_seed_pool as module
+    S, q = torch.randn(2, 5, 64), torch.randn(8, 64)
+    assert module.fused_seed_pool_applies(S, q)
+    assert not module.fused_seed_pool_applies(S.double(), q.double())
+    assert not module.fused_seed_pool_applies(S.to("meta"), q)
+    assert not module.fused_seed_pool_applies(torch.randn(2, 5, 24), torch.randn(8, 24))  # d not a multiple of 16
+    assert not module.fused_seed_pool_applies(S, torch.randn(17, 64))                     # more queries than lanes
+    assert not module.fused_seed_pool_applies(torch.randn(1, 1025, 64), q)               # more tokens than it holds
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not module.fused_seed_pool_applies(S, q)
+    monkeypatch.setenv("INTERFORMER_CPU_POOL", "0")
+    assert not module.fused_seed_pool_applies(S, q)
+
+
+def test_fused_seed_pool_falls_back_with_one_warning_when_it_cannot_be_built(monkeypatch, caplog):
+    import torch.utils.cpp_extension
+    from interformer_fuxi.layers import PMA
+    from interformer_fuxi.layers import fused_seed_pool as module
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Error building extension 'interformer_seed_pool_avx512'\nmore lines")
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(module.fused_seed_pool_kernel, "_built", {})  # a fresh build, undone after the test
+    torch.manual_seed(0)
+    pma = PMA(32, num_seeds=2, num_heads=2)
+    S, mask = torch.randn(3, 10, 32), torch.ones(3, 10, dtype=torch.bool)
+    with caplog.at_level("WARNING"):
+        out = pma(S, mask)
+        pma(S, mask)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["Fused CPU seed pooling unavailable, using the PyTorch ops: "
+                        "Error building extension 'interformer_seed_pool_avx512'"]
+    pma.fused_cpu_pool = False
+    assert torch.allclose(out, pma(S, mask), atol=1e-6)

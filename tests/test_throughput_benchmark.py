@@ -74,7 +74,7 @@ def test_flop_count_includes_attention():
     assert train > 2 * forward > 0
 
 
-@pytest.mark.parametrize("switch", ["fold_rope", "fused_cpu_attention", "fused_cpu_pffn"])
+@pytest.mark.parametrize("switch", ["fold_rope", "fused_cpu_attention", "fused_cpu_pffn", "fused_cpu_pool"])
 def test_flop_count_is_the_same_whichever_path_computes_the_attention(switch):
     import switch_ab
     fmap = throughput.amazon_feature_map(16)

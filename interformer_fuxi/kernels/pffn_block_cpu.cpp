@@ -18,23 +18,14 @@
 #include <cmath>
 #include <vector>
 
+#include "simd.h"
+
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));
+using namespace interformer;
 
 constexpr int kMaxVectors = 16;  // D <= 256
 constexpr int kMaxRank = 16;     // M <= 16
-
-template <typename V> inline V load(const float* p) { V r; __builtin_memcpy(&r, p, sizeof(V)); return r; }
-inline void store(float* p, v16 x) { __builtin_memcpy(p, &x, sizeof(v16)); }
-
-inline float sum_of(v16 x) {  // a tree of shuffles: 4 dependent additions
-  x += __builtin_shufflevector(x, x, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-  x += __builtin_shufflevector(x, x, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-  x += __builtin_shufflevector(x, x, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-  x += __builtin_shufflevector(x, x, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-  return x[0];
-}
 
 // One token's normalisation: xhat = (x - mean) * rstd and the affine s = xhat * gamma + beta.
 struct Token {
@@ -42,7 +33,7 @@ struct Token {
   float rstd;
   void normalise(const float* row, int nv, const v16* gamma, const v16* beta, float eps) {
     v16 acc = {};
-    for (int v = 0; v < nv; ++v) { x[v] = load<v16>(row + 16 * v); acc += x[v]; }
+    for (int v = 0; v < nv; ++v) { x[v] = load(row + 16 * v); acc += x[v]; }
     const float mean = sum_of(acc) / (16 * nv);
     v16 sq = {};
     for (int v = 0; v < nv; ++v) { xhat[v] = x[v] - mean; sq += xhat[v] * xhat[v]; }
@@ -82,7 +73,7 @@ Shapes check(const at::Tensor& S, const at::Tensor& X_sum, const at::Tensor& W, 
 
 void load_rows(const float* p, int rows, int nv, v16 (*out)[kMaxVectors]) {
   for (int m = 0; m < rows; ++m)
-    for (int v = 0; v < nv; ++v) out[m][v] = load<v16>(p + (m * nv + v) * 16);
+    for (int v = 0; v < nv; ++v) out[m][v] = load(p + (m * nv + v) * 16);
 }
 
 at::Tensor pffn_block_forward(const at::Tensor& S, const at::Tensor& X_sum, const at::Tensor& W,
@@ -153,7 +144,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> pffn_bloc
         const int64_t row = (b * N + n) * D;
         tok.normalise(s_ptr + row, nv, g[0], bt[0], static_cast<float>(eps));
         dots(tok.s, xs, nv, M, t);
-        for (int v = 0; v < nv; ++v) G[v] = load<v16>(go_ptr + row + 16 * v);
+        for (int v = 0; v < nv; ++v) G[v] = load(go_ptr + row + 16 * v);
         dots(G, w, nv, M, gt);  // the output gradient's coordinates along W's rows
         v16 a = {}, c = {};
         for (int v = 0; v < nv; ++v) {

@@ -5,6 +5,8 @@ PyTorch itself runs on this CPU, and caches it under ``~/.cache/torch_extensions
 20 s the first time). Without a C++ compiler, or when its environment switch is ``0``, a
 kernel is None (with one warning) and its callers keep their PyTorch path.
 """
+import glob
+import hashlib
 import logging
 import os
 import threading
@@ -50,9 +52,16 @@ class CpuKernel:
         # one build per instruction set: a cache shared between machines never runs a foreign one
         name = f"{self.library}_{capability.lower()}"
         logging.info("Loading the C++ kernel %s, the %s (compiled on first use, then cached)", name, self.what)
+        # PyTorch rebuilds when the source or the flags change, not the headers it includes:
+        # their digest goes into the flags
+        headers = hashlib.sha1()
+        for path in sorted(glob.glob(os.path.join(_KERNELS, "*.h"))):
+            with open(path, "rb") as f:
+                headers.update(f.read())
+        flags = ["-O3", "-fopenmp", f"-DINTERFORMER_HEADERS={headers.hexdigest()[:16]}"]
         try:
             load(name=name, sources=[os.path.join(_KERNELS, self.source)], is_python_module=False,
-                 verbose=False, extra_cflags=["-O3", "-fopenmp"] + ISA_FLAGS.get(capability, []))
+                 verbose=False, extra_cflags=flags + ISA_FLAGS.get(capability, []))
         except Exception as error:  # no compiler, no headers, ...: the PyTorch path still works
             message = str(error).strip()
             reason = message.splitlines()[0] if message else type(error).__name__

@@ -6,13 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .fused_seed_pool import fused_seed_pool, fused_seed_pool_applies
+
 
 class PMA(nn.Module):
     r"""``k`` learnable seed queries attend over a masked set of tokens.
 
     ``PMA(S) = Out( Attention(Q_seeds W_q, S W_k, S W_v, key_mask) )`` with separate q/k/v/out
     projections, computed without projecting the N keys and values (see ``forward``), the
-    pooling with a hand-written backward (:class:`_SeedPool`). No positions: the pooling is
+    pooling with a hand-written backward (:class:`_SeedPool`), on the CPU in one C++ kernel
+    (:func:`fused_seed_pool`, switch ``fused_cpu_pool``). No positions: the pooling is
     order-invariant, so padding side does not matter. A sample with no valid key gets
     zeros (finite).
 
@@ -45,8 +48,10 @@ class PMA(nn.Module):
         self.num_seeds = num_seeds
         self.num_heads = num_heads
         self.attention_dropout = float(attention_dropout)
-        # the hand-written backward of the pooling (_SeedPool); tests turn it off to compare
+        # the hand-written backward of the pooling (_SeedPool), and on the CPU the pooling in
+        # one C++ kernel (fused_seed_pool); tests turn them off to compare
         self.pool_backward_by_hand = True
+        self.fused_cpu_pool = True
         if num_seeds == 0:
             return
         self.seeds = nn.Parameter(torch.empty(num_seeds, embedding_dim))
@@ -78,7 +83,10 @@ class PMA(nn.Module):
         # (not under autocast, whose dtypes the forward would mix into the hand-written backward)
         if (self.pool_backward_by_hand and not (self.training and self.attention_dropout > 0)
                 and not torch.is_autocast_enabled(S.device.type)):
-            pooled = _SeedPool.apply(S, q_keys, attn_mask, 1.0 / math.sqrt(dh))
+            if self.fused_cpu_pool and fused_seed_pool_applies(S, q_keys):
+                pooled = fused_seed_pool(S, q_keys, attn_mask.squeeze(-1), 1.0 / math.sqrt(dh))
+            else:
+                pooled = _SeedPool.apply(S, q_keys, attn_mask, 1.0 / math.sqrt(dh))
         else:
             scores = torch.matmul(S, q_keys.t()) / math.sqrt(dh)              # [B, N, H k], one GEMM
             weights = torch.softmax(scores.masked_fill(~attn_mask, float("-inf")), dim=1)  # over N

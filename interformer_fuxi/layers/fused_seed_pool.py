@@ -1,0 +1,66 @@
+"""PMA's pooling (softmax over the tokens for shared seed queries) in one C++ kernel (CPU).
+
+Unfused, the pooling is a skinny product ``[B N, d] x [d, J]``, a softmax over ``N`` and a
+batched product, and three more skinny products backward: each a pass over the ``[B, N, d]``
+tokens in memory for little arithmetic. ``kernels/seed_pool_cpu.cpp`` reads a row's tokens
+once, keeps its scores and weights in L1, and writes the tokens' gradient once. Built on
+first use like the attention kernel (:class:`CpuKernel`); ``INTERFORMER_CPU_POOL=0`` turns it off.
+"""
+import torch
+
+from .cpu_kernels import CpuKernel
+
+MAX_QUERIES = 16          # heads x seeds
+MAX_DIM = 256             # embedding widths: multiples of 16 up to this
+MAX_TOKENS = 1024
+fused_seed_pool_kernel = CpuKernel("seed_pool_cpu.cpp", "interformer_seed_pool", "INTERFORMER_CPU_POOL",
+                                   "the PyTorch ops", "fused CPU seed pooling")
+
+
+def fused_seed_pool_applies(S: torch.Tensor, q: torch.Tensor) -> bool:
+    """Whether :func:`fused_seed_pool` can run: float32 on the CPU in eager mode without
+    autocast, ``d`` a multiple of 16 up to 256, at most 16 queries and 1024 tokens."""
+    d = S.shape[-1]
+    return (S.device.type == "cpu" and S.dtype == q.dtype == torch.float32 and d % 16 == 0 and d <= MAX_DIM
+            and 1 <= q.shape[0] <= MAX_QUERIES and 1 <= S.shape[1] <= MAX_TOKENS
+            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+            and fused_seed_pool_kernel() is not None)
+
+
+def fused_seed_pool(S: torch.Tensor, q: torch.Tensor, key_mask: torch.Tensor, scale: float) -> torch.Tensor:
+    r"""``softmax_N(S qᵀ · scale, masked)ᵀ S``: each query's weighted sum of the tokens.
+
+    Differentiable in S and q.
+
+    Shapes:
+        S ``[B, N, d]``; q ``[J, d]``; key_mask ``[B, N]`` bool (True = valid; every row needs
+        one) -> ``[B, J, d]``.
+
+    Example::
+
+        >>> S, q, mask = torch.randn(2, 5, 16), torch.randn(3, 16), torch.ones(2, 5, dtype=torch.bool)
+        >>> ref = torch.softmax(S @ q.T * 0.5, dim=1).transpose(1, 2) @ S
+        >>> torch.allclose(fused_seed_pool(S, q, mask, 0.5), ref, atol=1e-5)
+        True
+    """
+    bias = torch.zeros(key_mask.shape, dtype=S.dtype).masked_fill_(~key_mask, float("-inf"))
+    S, q = S.contiguous(), q.contiguous()
+    if torch.is_grad_enabled() and (S.requires_grad or q.requires_grad):
+        return _FusedSeedPool.apply(S, q, bias, scale)
+    return fused_seed_pool_kernel().forward(S, q, bias, scale)[0]
+
+
+class _FusedSeedPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, S, q, bias, scale):
+        pooled, weights = fused_seed_pool_kernel().forward(S, q, bias, scale)
+        ctx.save_for_backward(S, q, weights)
+        ctx.scale = scale
+        return pooled
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_pooled):
+        S, q, weights = ctx.saved_tensors
+        gS, gq = fused_seed_pool_kernel().backward(S, q, weights, grad_pooled.contiguous(), ctx.scale)
+        return gS, gq, None, None
