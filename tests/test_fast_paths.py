@@ -660,3 +660,27 @@ def test_fused_seed_pool_falls_back_with_one_warning_when_it_cannot_be_built(mon
                         "Error building extension 'interformer_seed_pool_avx512'"]
     pma.fused_cpu_pool = False
     assert torch.allclose(out, pma(S, mask), atol=1e-6)
+
+
+def test_pma_reads_gathered_tokens_alongside_its_pooling_on_every_path():
+    from interformer_fuxi.layers import PMA
+    torch.manual_seed(0)
+    S, mask = torch.randn(4, 9, 32), torch.rand(4, 9) > 0.3
+    mask[:, 0] = True
+    index = torch.tensor([[0, 1, 8], [0, 1, 3], [0, 1, 1], [0, 1, 0]])  # repeats add up
+    results = []
+    for seeds, by_hand, fused in ((2, True, True), (2, True, False), (2, False, False), (0, True, True)):
+        torch.manual_seed(1)
+        pma = PMA(32, num_seeds=seeds, num_heads=2)
+        pma.pool_backward_by_hand, pma.fused_cpu_pool = by_hand, fused
+        x = S.clone().requires_grad_(True)
+        out, tokens = pma(x, mask, gather=index)
+        assert torch.equal(tokens, S.gather(1, index.unsqueeze(-1).expand(-1, -1, 32)))
+        weights = torch.linspace(-1, 1, tokens.numel()).view_as(tokens)
+        g_tokens, = torch.autograd.grad((tokens * weights).sum() + out.sum(), [x])
+        # the pooling's own gradient (none without seeds)
+        g_out = torch.autograd.grad(pma(x, mask).sum(), [x])[0] if seeds else torch.zeros_like(S)
+        expected = g_out + torch.zeros_like(S).scatter_add_(1, index.unsqueeze(-1).expand(-1, -1, 32), weights)
+        assert torch.allclose(g_tokens, expected, atol=1e-6), (seeds, by_hand, fused)
+        results.append(out.detach())
+    assert torch.allclose(results[0], results[1], atol=1e-6) and torch.allclose(results[0], results[2], atol=1e-6)

@@ -54,15 +54,16 @@ class CrossArch(nn.Module):
 
     def summarize_sequence(self, S, mask):
         """``S_sum``: ``[B, n_sum + T, d] -> [B, n_sum + k_pma + k_recent, d]``."""
-        B, _, d = S.shape
+        B = S.shape[0]
         n, k = self.num_cls_tokens, self.num_recent_tokens
         recent, recent_mask = recent_positions(mask[:, n:], k)
-        # The CLS positions and the newest items in one gather: in the backward, one buffer
-        # of S's size takes both gradients (a slice and a gather would take one each).
+        # The CLS positions and the newest items in one gather, read by the PMA alongside its
+        # pooling: its fused backward adds their gradient into S's (no buffer of S's size for them).
         index = torch.cat([torch.arange(n, device=S.device).expand(B, n), recent + n], dim=1)
-        cls, recent = S.gather(1, index.unsqueeze(-1).expand(B, n + k, d)).split([n, k], dim=1)
+        pooled, tokens = self.pma(S, mask, gather=index)
+        cls, recent = tokens.split([n, k], dim=1)
         recent = recent.masked_fill(~recent_mask.unsqueeze(-1), 0.0)  # slots past a short history
-        return self.s_gating(torch.cat([cls, self.pma(S, mask), recent], dim=1))
+        return self.s_gating(torch.cat([cls, pooled, recent], dim=1))
 
     def forward(self, X, S, mask):
         return self.summarize_nonsequence(X), self.summarize_sequence(S, mask)

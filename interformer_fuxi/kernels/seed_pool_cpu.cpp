@@ -8,6 +8,8 @@
 // row's N tokens are read once, its scores and weights stay in L1, and the backward writes
 // S's gradient once. A token's J scores are one vector (lanes = queries): q is held
 // transposed, so no score needs a horizontal sum, and the softmax over n runs lane-wise.
+// Optionally it also returns tokens of S at given positions (the Cross Arch's CLS and recent
+// tokens), whose gradient the backward adds into S's: no zeroed buffer of S's size for them.
 //
 // S is contiguous float32 [B, N, D] with D a multiple of 16 up to 256; q [J, D] with J at most
 // 16; bias [B, N] float32 (0 or -inf; every row needs a finite one); N at most 1024.
@@ -15,6 +17,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "simd.h"
@@ -68,10 +71,23 @@ Shapes check(const at::Tensor& S, const at::Tensor& q, const c10::optional<at::T
   return {S.size(0), S.size(1), static_cast<int>(D / 16), static_cast<int>(J)};
 }
 
-// pooled [B, J, D] and the weights [B, N, 16] (lane j: query j; for the backward)
-std::tuple<at::Tensor, at::Tensor> seed_pool_forward(const at::Tensor& S, const at::Tensor& q,
-                                                    const c10::optional<at::Tensor>& bias, double scale) {
+void check_index(const c10::optional<at::Tensor>& index, const Shapes& sh) {
+  if (!index.has_value()) return;
+  TORCH_CHECK(index->scalar_type() == at::kLong && index->is_contiguous() && index->dim() == 2 &&
+                  index->size(0) == sh.B,
+              "seed_pool_cpu: index must be a contiguous int64 [B, G] tensor");
+  const int64_t* p = index->data_ptr<int64_t>();
+  for (int64_t i = 0; i < index->numel(); ++i)
+    TORCH_CHECK(p[i] >= 0 && p[i] < sh.N, "seed_pool_cpu: index out of range");
+}
+
+// pooled [B, J, D], the weights [B, N, 16] (lane j: query j; for the backward), and the
+// tokens at index [B, G] ([B, G, D]; empty without an index)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> seed_pool_forward(const at::Tensor& S, const at::Tensor& q,
+                                                                const c10::optional<at::Tensor>& bias, double scale,
+                                                                const c10::optional<at::Tensor>& index) {
   const Shapes sh = check(S, q, bias);
+  check_index(index, sh);
   const int nv = sh.nv, J = sh.J;
   const int64_t N = sh.N, D = 16 * nv;
   at::Tensor pooled = at::empty({sh.B, J, D}, S.options());
@@ -113,14 +129,35 @@ std::tuple<at::Tensor, at::Tensor> seed_pool_forward(const at::Tensor& S, const 
       }
     }
   });
-  return {pooled, weights};
+  at::Tensor gathered = index.has_value() ? at::empty({sh.B, index->size(1), D}, S.options())
+                                           : at::empty({0}, S.options());
+  if (index.has_value()) {
+    const int64_t G = index->size(1);
+    const int64_t* ix = index->data_ptr<int64_t>();
+    float* g_ptr = gathered.data_ptr<float>();
+    for (int64_t b = 0; b < sh.B; ++b)
+      for (int64_t g = 0; g < G; ++g)
+        std::copy(s_ptr + (b * N + ix[b * G + g]) * D, s_ptr + (b * N + ix[b * G + g] + 1) * D, g_ptr + (b * G + g) * D);
+  }
+  return {pooled, weights, gathered};
 }
 
-// gradients of S [B, N, D] and q [J, D]
+// gradients of S [B, N, D] and q [J, D]; grad_gathered [B, G, D] (the tokens at index) is
+// added into S's
 std::tuple<at::Tensor, at::Tensor> seed_pool_backward(const at::Tensor& S, const at::Tensor& q,
                                                      const at::Tensor& weights, const at::Tensor& grad_pooled,
-                                                     double scale) {
+                                                     double scale, const c10::optional<at::Tensor>& index,
+                                                     const c10::optional<at::Tensor>& grad_gathered) {
   const Shapes sh = check(S, q, c10::nullopt);
+  check_index(index, sh);
+  TORCH_CHECK(index.has_value() == grad_gathered.has_value(), "seed_pool_cpu: index and grad_gathered go together");
+  const int64_t G = index.has_value() ? index->size(1) : 0;
+  if (G > 0)
+    TORCH_CHECK(grad_gathered->is_contiguous() && grad_gathered->scalar_type() == at::kFloat &&
+                    grad_gathered->sizes() == at::IntArrayRef({sh.B, G, 16 * sh.nv}),
+                "seed_pool_cpu: grad_gathered must be a contiguous float32 [B, G, D] tensor");
+  const int64_t* ix = G > 0 ? index->data_ptr<int64_t>() : nullptr;
+  const float* gg_ptr = G > 0 ? grad_gathered->data_ptr<float>() : nullptr;
   const int nv = sh.nv, J = sh.J;
   const int64_t N = sh.N, D = 16 * nv;
   TORCH_CHECK(weights.is_contiguous() && weights.sizes() == at::IntArrayRef({sh.B, N, 16}) &&
@@ -161,6 +198,10 @@ std::tuple<at::Tensor, at::Tensor> seed_pool_backward(const at::Tensor& S, const
           store(gs_ptr + (b * N + n) * D + 16 * v, g);
         }
       }
+      for (int64_t g = 0; g < G; ++g) {  // the gathered tokens' gradients, into their rows
+        float* row = gs_ptr + (b * N + ix[b * G + g]) * D;
+        for (int v = 0; v < nv; ++v) store(row + 16 * v, load(row + 16 * v) + load(gg_ptr + (b * G + g) * D + 16 * v));
+      }
     }
   });
   at::Tensor gq = at::from_blob(partial.data(), {threads, J, D}, S.options()).sum(0);
@@ -170,8 +211,9 @@ std::tuple<at::Tensor, at::Tensor> seed_pool_backward(const at::Tensor& S, const
 }  // namespace
 
 TORCH_LIBRARY(interformer_seed_pool, m) {
-  m.def("forward(Tensor S, Tensor q, Tensor? bias, float scale) -> (Tensor, Tensor)");
-  m.def("backward(Tensor S, Tensor q, Tensor weights, Tensor grad_pooled, float scale) -> (Tensor, Tensor)");
+  m.def("forward(Tensor S, Tensor q, Tensor? bias, float scale, Tensor? index) -> (Tensor, Tensor, Tensor)");
+  m.def("backward(Tensor S, Tensor q, Tensor weights, Tensor grad_pooled, float scale, Tensor? index, "
+        "Tensor? grad_gathered) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(interformer_seed_pool, CPU, m) {

@@ -6,6 +6,8 @@ tokens in memory for little arithmetic. ``kernels/seed_pool_cpu.cpp`` reads a ro
 once, keeps its scores and weights in L1, and writes the tokens' gradient once. Built on
 first use like the attention kernel (:class:`CpuKernel`); ``INTERFORMER_CPU_POOL=0`` turns it off.
 """
+from typing import Optional
+
 import torch
 
 from .cpu_kernels import CpuKernel
@@ -27,14 +29,17 @@ def fused_seed_pool_applies(S: torch.Tensor, q: torch.Tensor) -> bool:
             and fused_seed_pool_kernel() is not None)
 
 
-def fused_seed_pool(S: torch.Tensor, q: torch.Tensor, key_mask: torch.Tensor, scale: float) -> torch.Tensor:
+def fused_seed_pool(S: torch.Tensor, q: torch.Tensor, key_mask: torch.Tensor, scale: float,
+                    gather: Optional[torch.Tensor] = None):
     r"""``softmax_N(S qᵀ · scale, masked)ᵀ S``: each query's weighted sum of the tokens.
 
-    Differentiable in S and q.
+    Differentiable in S and q. With ``gather``, also the tokens of S at those positions, read
+    in the same pass (their gradient is added into S's by the same backward, without a zeroed
+    buffer of S's size).
 
     Shapes:
         S ``[B, N, d]``; q ``[J, d]``; key_mask ``[B, N]`` bool (True = valid; every row needs
-        one) -> ``[B, J, d]``.
+        one); gather ``[B, G]`` long or None -> ``[B, J, d]`` (and ``[B, G, d]`` with ``gather``).
 
     Example::
 
@@ -45,22 +50,30 @@ def fused_seed_pool(S: torch.Tensor, q: torch.Tensor, key_mask: torch.Tensor, sc
     """
     bias = torch.zeros(key_mask.shape, dtype=S.dtype).masked_fill_(~key_mask, float("-inf"))
     S, q = S.contiguous(), q.contiguous()
+    index = None if gather is None else gather.contiguous()
     if torch.is_grad_enabled() and (S.requires_grad or q.requires_grad):
-        return _FusedSeedPool.apply(S, q, bias, scale)
-    return fused_seed_pool_kernel().forward(S, q, bias, scale)[0]
+        pooled, gathered = _FusedSeedPool.apply(S, q, bias, scale, index)
+    else:
+        pooled, _, gathered = fused_seed_pool_kernel().forward(S, q, bias, scale, index)
+    return pooled if gather is None else (pooled, gathered)
 
 
 class _FusedSeedPool(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, S, q, bias, scale):
-        pooled, weights = fused_seed_pool_kernel().forward(S, q, bias, scale)
-        ctx.save_for_backward(S, q, weights)
+    def forward(ctx, S, q, bias, scale, index):
+        pooled, weights, gathered = fused_seed_pool_kernel().forward(S, q, bias, scale, index)
+        ctx.save_for_backward(S, q, weights, index)
         ctx.scale = scale
-        return pooled
+        return pooled, gathered
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_pooled):
-        S, q, weights = ctx.saved_tensors
-        gS, gq = fused_seed_pool_kernel().backward(S, q, weights, grad_pooled.contiguous(), ctx.scale)
-        return gS, gq, None, None
+    def backward(ctx, grad_pooled, grad_gathered):
+        S, q, weights, index = ctx.saved_tensors
+        if index is not None and grad_gathered is None:  # the gathered tokens unused
+            index = None
+        if index is None:
+            grad_gathered = None
+        gS, gq = fused_seed_pool_kernel().backward(S, q, weights, grad_pooled.contiguous(), ctx.scale, index,
+                                                   None if grad_gathered is None else grad_gathered.contiguous())
+        return gS, gq, None, None, None

@@ -27,6 +27,8 @@ class PMA(nn.Module):
 
     Shapes:
         S: ``[B, N, d]``, mask: ``[B, N]`` bool (True = valid) or None -> ``[B, k, d]``.
+        With ``gather`` ``[B, G]`` (long positions), also the tokens of S there, ``[B, G, d]``:
+        the fused pooling reads them in the same pass and adds their gradient into its own.
 
     Example::
 
@@ -62,10 +64,13 @@ class PMA(nn.Module):
         self.v_proj = nn.Linear(embedding_dim, embedding_dim)
         self.out_proj = nn.Linear(embedding_dim, embedding_dim)
 
-    def forward(self, S: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, S: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                gather: Optional[torch.Tensor] = None):
         B, N, d = S.shape
+        gathered = None
         if self.num_seeds == 0:
-            return S.new_zeros(B, 0, d)
+            out = S.new_zeros(B, 0, d)
+            return out if gather is None else (out, _gather(S, gather))
         H, dh, k = self.num_heads, d // self.num_heads, self.num_seeds
         # The queries are the same for every sample, so fold them into the key projection
         # instead of projecting all N tokens: q_h . (W_k,h s + b_k,h) = (W_k,h^T q_h) . s + const,
@@ -84,7 +89,9 @@ class PMA(nn.Module):
         if (self.pool_backward_by_hand and not (self.training and self.attention_dropout > 0)
                 and not torch.is_autocast_enabled(S.device.type)):
             if self.fused_cpu_pool and fused_seed_pool_applies(S, q_keys):
-                pooled = fused_seed_pool(S, q_keys, attn_mask.squeeze(-1), 1.0 / math.sqrt(dh))
+                pooled = fused_seed_pool(S, q_keys, attn_mask.squeeze(-1), 1.0 / math.sqrt(dh), gather)
+                if gather is not None:
+                    pooled, gathered = pooled
             else:
                 pooled = _SeedPool.apply(S, q_keys, attn_mask, 1.0 / math.sqrt(dh))
         else:
@@ -95,12 +102,19 @@ class PMA(nn.Module):
         pooled = pooled.view(B, H, k, d)                                       # [B, H, k, d]
         attn = torch.einsum("bhkd,hed->bhke", pooled, self.v_proj.weight.view(H, dh, d))
         attn = attn + self.v_proj.bias.view(1, H, 1, dh)                       # [B, H, k, dh]
-        out = self.out_proj(attn.transpose(1, 2).reshape(B, k, d))
-        return out * has_key.view(B, 1, 1).to(out.dtype)
+        out = self.out_proj(attn.transpose(1, 2).reshape(B, k, d)) * has_key.view(B, 1, 1).to(S.dtype)
+        if gather is None:
+            return out
+        return out, (_gather(S, gather) if gathered is None else gathered)
 
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, num_seeds={self.num_seeds}, "
                 f"num_heads={self.num_heads}")
+
+
+def _gather(S: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """The tokens ``S[b, index[b, g]]``: ``[B, N, d]``, ``[B, G]`` -> ``[B, G, d]``."""
+    return S.gather(1, index.unsqueeze(-1).expand(-1, -1, S.shape[-1]))
 
 
 class _SeedPool(torch.autograd.Function):
