@@ -163,6 +163,15 @@ def test_rope_folded_into_column_weights_equals_rotating_q_and_k():
     for a, b in zip(folded, plain):
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
     assert folded[0].abs().sum() > 0
+    # v's bias is added after the output projection only where the weights sum to 1: under
+    # attention dropout (training) it stays on the values, and both paths drop the same weights
+    mha.attention_dropout = 0.5
+    outs = []
+    for fold in (True, False):
+        mha.fold_rope = fold
+        torch.manual_seed(5)
+        outs.append(mha(x, mask, valid_positions(mask), keys_nonempty=True) * mask.unsqueeze(-1))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5, rtol=1e-4)
 
 
 def test_column_qkv_gradients_are_exact():

@@ -79,8 +79,16 @@ class RotaryMultiheadAttention(nn.Module):
         H, dh = self.num_heads, self.head_dim
         if mask is not None:
             mask = mask.bool()
+        dropout_p = self.attention_dropout if self.training else 0.0
+        out_bias = self.out_proj.bias
         if self.rope is not None and not need_weights and self._positions_are_columns(x, mask, positions):
-            q, k, v = self._column_qkv(x)
+            # Each output token is a convex combination of the values (weights sum to 1; no
+            # dropout), so v's bias passes through unchanged: add it after the output projection,
+            # as W_o b_v, instead of to all N values (one [B, N, d] pass fewer each way).
+            fold_v_bias = dropout_p == 0.0
+            q, k, v = self._column_qkv(x, v_bias=not fold_v_bias)
+            if fold_v_bias:
+                out_bias = torch.addmv(out_bias, self.out_proj.weight, self.qkv.bias[2 * self.embedding_dim:])
         else:
             qkv = self.qkv(x).view(B, N, 3, H, dh)
             if self.rope is not None:
@@ -101,7 +109,6 @@ class RotaryMultiheadAttention(nn.Module):
             has_key = mask.any(dim=-1)  # [B]
             # Empty rows attend to everything (finite softmax), then get zeroed below.
             attn_mask = (mask | ~has_key.unsqueeze(-1)).view(B, 1, 1, N)
-        dropout_p = self.attention_dropout if self.training else 0.0
 
         weights = None
         if need_weights:
@@ -118,7 +125,7 @@ class RotaryMultiheadAttention(nn.Module):
         else:
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
 
-        out = self.out_proj(attn.transpose(1, 2).reshape(B, N, self.embedding_dim))
+        out = F.linear(attn.transpose(1, 2).reshape(B, N, self.embedding_dim), self.out_proj.weight, out_bias)
         if has_key is not None:
             out = out * has_key.view(B, 1, 1).to(out.dtype)
         return (out, weights) if need_weights else out
@@ -143,13 +150,15 @@ class RotaryMultiheadAttention(nn.Module):
             moved &= mask.bool()
         return not bool(moved.any())
 
-    def _column_qkv(self, x):
+    def _column_qkv(self, x, v_bias=True):
         """q, k, v ``[B, N, H, dh]`` (views of contiguous ``[B, N, d]``), q and k rotated by
-        their columns through per-column weights (:func:`column_qkv`)."""
+        their columns through per-column weights (:func:`column_qkv`); v without its bias
+        unless ``v_bias``."""
         B, N, d = x.shape
         W, b = self.qkv.weight, self.qkv.bias
         W_qk, b_qk = self.rope.rotate_projection(W[:2 * d], b[:2 * d], N)  # [N, 2d, d], [N, 2d]
-        q, k, v = column_qkv(x, W_qk[:, :d], W_qk[:, d:], b_qk[:, :d], b_qk[:, d:], W[2 * d:], b[2 * d:])
+        q, k, v = column_qkv(x, W_qk[:, :d], W_qk[:, d:], b_qk[:, :d], b_qk[:, d:], W[2 * d:],
+                             b[2 * d:] if v_bias else None)
         return (t.view(B, N, self.num_heads, self.head_dim) for t in (q, k, v))
 
     def extra_repr(self) -> str:

@@ -1,12 +1,12 @@
 """q, k and v of self-attention with RoPE folded into per-column q/k weights (CPU fast path)."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 
 def column_qkv(x: torch.Tensor, Wq: torch.Tensor, Wk: torch.Tensor, bq: torch.Tensor,
-               bk: torch.Tensor, Wv: torch.Tensor, bv: torch.Tensor
+               bk: torch.Tensor, Wv: torch.Tensor, bv: Optional[torch.Tensor]
                ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""``q[:, n] = x[:, n] Wq[n]ᵀ + bq[n]`` (same for k) and ``v = x Wvᵀ + bv``.
 
@@ -17,7 +17,7 @@ def column_qkv(x: torch.Tensor, Wq: torch.Tensor, Wk: torch.Tensor, bq: torch.Te
     accumulates the three input gradients into one buffer (:class:`_ColumnQKV`).
 
     Shapes:
-        x ``[B, N, d]``; Wq, Wk ``[N, dq, d]``; bq, bk ``[N, dq]``; Wv ``[dv, d]``; bv ``[dv]``
+        x ``[B, N, d]``; Wq, Wk ``[N, dq, d]``; bq, bk ``[N, dq]``; Wv ``[dv, d]``; bv ``[dv]`` or None
         -> q, k ``[B, N, dq]`` and v ``[B, N, dv]``, each contiguous.
 
     Example::
@@ -61,4 +61,5 @@ class _ColumnQKV(torch.autograd.Function):
         gWq = torch.bmm(gq_cols.transpose(1, 2), x_cols)
         gWk = torch.bmm(gk_cols.transpose(1, 2), x_cols)
         gWv = torch.mm(gv.t(), x.reshape(B * N, d))
-        return gx, gWq, gWk, gq_cols.sum(1), gk_cols.sum(1), gWv, gv.sum(0)
+        gbv = gv.sum(0) if ctx.needs_input_grad[6] else None  # no bias: folded after the attention
+        return gx, gWq, gWk, gq_cols.sum(1), gk_cols.sum(1), gWv, gbv
