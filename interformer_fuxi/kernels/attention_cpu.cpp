@@ -78,28 +78,33 @@ void load_rows(const View& X, int64_t b, int64_t h, int64_t N, typename Row<DH>:
   for (int64_t n = 0; n < NC * 16; ++n) rows[n] = n < N ? load<R>(X.row(b, h, n)) : R{};
 }
 
-// out[r] = sum_n w_r[n] * rows[n] for two weight vectors over the first n_rows rows (a
-// multiple of 4; the rows past the keys are zeros), each row loaded once; four accumulators
-// per output to hide the FMA latency
+// out[u] = sum_n w[u][n] * rows[n] for four weight vectors over the first n_rows rows (a
+// multiple of 4; the rows past the keys are zeros): each row load serves four FMAs, two
+// accumulators per output hide the FMA latency
 template <int DH>
-inline void weighted_sum2(const v16* w0, const v16* w1, const typename Row<DH>::type* rows, int64_t n_rows,
+inline void weighted_sum4(const v16* const* w, const typename Row<DH>::type* rows, int64_t n_rows,
                           typename Row<DH>::type* out) {
   using R = typename Row<DH>::type;
-  const float* a = reinterpret_cast<const float*>(w0);
-  const float* b = reinterpret_cast<const float*>(w1);
-  R x0 = {}, x1 = {}, x2 = {}, x3 = {}, y0 = {}, y1 = {}, y2 = {}, y3 = {};
-  for (int64_t n = 0; n < n_rows; n += 4) {
-    x0 += a[n] * rows[n];
-    y0 += b[n] * rows[n];
-    x1 += a[n + 1] * rows[n + 1];
-    y1 += b[n + 1] * rows[n + 1];
-    x2 += a[n + 2] * rows[n + 2];
-    y2 += b[n + 2] * rows[n + 2];
-    x3 += a[n + 3] * rows[n + 3];
-    y3 += b[n + 3] * rows[n + 3];
+  const float* a = reinterpret_cast<const float*>(w[0]);
+  const float* b = reinterpret_cast<const float*>(w[1]);
+  const float* c = reinterpret_cast<const float*>(w[2]);
+  const float* d = reinterpret_cast<const float*>(w[3]);
+  R a0 = {}, a1 = {}, b0 = {}, b1 = {}, c0 = {}, c1 = {}, d0 = {}, d1 = {};
+  for (int64_t n = 0; n < n_rows; n += 2) {
+    const R r0 = rows[n], r1 = rows[n + 1];
+    a0 += a[n] * r0;
+    b0 += b[n] * r0;
+    c0 += c[n] * r0;
+    d0 += d[n] * r0;
+    a1 += a[n + 1] * r1;
+    b1 += b[n + 1] * r1;
+    c1 += c[n + 1] * r1;
+    d1 += d[n + 1] * r1;
   }
-  out[0] = (x0 + x1) + (x2 + x3);
-  out[1] = (y0 + y1) + (y2 + y3);
+  out[0] = a0 + a1;
+  out[1] = b0 + b1;
+  out[2] = c0 + c1;
+  out[3] = d0 + d1;
 }
 
 // softmax of one query's scores in place; returns the log-sum-exp, and 1 / the sum in inv_sum
@@ -129,17 +134,18 @@ void forward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
       const int64_t b = bh / H, h = bh % H;
       keys.load_keys(K, key_bias, b, h, N, scale * kLog2e);
       load_rows<DH, NC>(V, b, h, N, values);
-      for (int64_t i = 0; i < N; i += 2) {  // two queries share every key and value load
-        const int64_t i1 = i + 1 < N ? i + 1 : i;
-        alignas(64) v16 s[2][NC];
-        keys.scores2(load<R>(Q.row(b, h, i)), load<R>(Q.row(b, h, i1)), s[0], s[1]);
-        float inv[2];
-        L[bh * N + i] = softmax<NC>(s[0], &inv[0]);
-        L[bh * N + i1] = softmax<NC>(s[1], &inv[1]);
-        R o[2];
-        weighted_sum2<DH>(s[0], s[1], values, (N + 3) / 4 * 4, o);
-        store(O.row(b, h, i1), o[1] * inv[1]);
-        store(O.row(b, h, i), o[0] * inv[0]);
+      for (int64_t i = 0; i < N; i += 4) {  // four queries share every value load (two every key load)
+        int64_t r[4];
+        for (int u = 0; u < 4; ++u) r[u] = i + u < N ? i + u : N - 1;  // past the end: the last again
+        alignas(64) v16 s[4][NC];
+        keys.scores2(load<R>(Q.row(b, h, r[0])), load<R>(Q.row(b, h, r[1])), s[0], s[1]);
+        keys.scores2(load<R>(Q.row(b, h, r[2])), load<R>(Q.row(b, h, r[3])), s[2], s[3]);
+        float inv[4];
+        for (int u = 0; u < 4; ++u) L[bh * N + r[u]] = softmax<NC>(s[u], &inv[u]);
+        const v16* w[4] = {s[0], s[1], s[2], s[3]};
+        R o[4];
+        weighted_sum4<DH>(w, values, (N + 3) / 4 * 4, o);
+        for (int u = 3; u >= 0; --u) store(O.row(b, h, r[u]), o[u] * inv[u]);
       }
     }
   });
@@ -167,22 +173,25 @@ void backward_kernel(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
       load_rows<DH, NC>(Q, b, h, N, q_rows);
       load_rows<DH, NC>(GO, b, h, N, do_rows);
       // dQ row by row: dq_i = sum_n dS_in k_n, dS = P * (dO V^T - D) * scale
-      for (int64_t i = 0; i < N; i += 2) {
-        const int64_t i1 = i + 1 < N ? i + 1 : i;
-        keys.scores2(q_rows[i], q_rows[i1], P[i], P[i1]);
-        values.scores2(do_rows[i], do_rows[i1], dS[i], dS[i1]);
-        for (int64_t r = i; r <= i1; ++r) {
-          const float D = dot<R, DH>(do_rows[r], load<R>(O.row(b, h, r)));
-          const float lse_r = L[bh * N + r];
+      for (int64_t i = 0; i < N; i += 4) {
+        int64_t r[4];
+        for (int u = 0; u < 4; ++u) r[u] = i + u < N ? i + u : N - 1;  // past the end: the last again
+        keys.scores2(q_rows[r[0]], q_rows[r[1]], P[r[0]], P[r[1]]);
+        keys.scores2(q_rows[r[2]], q_rows[r[3]], P[r[2]], P[r[3]]);
+        values.scores2(do_rows[r[0]], do_rows[r[1]], dS[r[0]], dS[r[1]]);
+        values.scores2(do_rows[r[2]], do_rows[r[3]], dS[r[2]], dS[r[3]]);
+        for (int64_t row = i; row <= r[3]; ++row) {
+          const float D = dot<R, DH>(do_rows[row], load<R>(O.row(b, h, row)));
+          const float lse_r = L[bh * N + row];
           for (int c = 0; c < NC; ++c) {
-            P[r][c] = exp2_nonpositive(P[r][c] - lse_r);
-            dS[r][c] = P[r][c] * (dS[r][c] - D) * scale;
+            P[row][c] = exp2_nonpositive(P[row][c] - lse_r);
+            dS[row][c] = P[row][c] * (dS[row][c] - D) * scale;
           }
         }
-        R g[2];
-        weighted_sum2<DH>(dS[i], dS[i1], key_rows, (N + 3) / 4 * 4, g);
-        store(GQ.row(b, h, i1), g[1]);
-        store(GQ.row(b, h, i), g[0]);
+        const v16* w[4] = {dS[r[0]], dS[r[1]], dS[r[2]], dS[r[3]]};
+        R g[4];
+        weighted_sum4<DH>(w, key_rows, (N + 3) / 4 * 4, g);
+        for (int u = 3; u >= 0; --u) store(GQ.row(b, h, r[u]), g[u]);
       }
       // dK = dS^T Q and dV = P^T dO, KB keys at a time (their accumulators fill the registers)
       constexpr int KB = 8;
