@@ -34,6 +34,18 @@ def predicts_and_trains_alike(fast, plain, data, steps=3):
     assert torch.allclose(predictions(fast, data), predictions(plain, data), atol=1e-5)
 
 
+def trains_alike_without(module_class, switch):
+    """InterFormer with and without a fast path (``switch`` off in every ``module_class``
+    module) predicts and trains alike; returns the model with it."""
+    data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)
+    fast, plain = build(InterFormer), build(InterFormer)
+    for m in plain.modules():
+        if isinstance(m, module_class):
+            setattr(m, switch, False)
+    predicts_and_trains_alike(fast, plain, data)
+    return fast
+
+
 @pytest.mark.parametrize("model_class", [InterFormer, DIN, TransAct])
 def test_fused_adam_trains_like_the_plain_adam(model_class):
     data = batch(FMAP, size=64, lengths=torch.arange(64) % 11)
@@ -459,12 +471,7 @@ def test_fused_cpu_attention_keeps_the_layer_and_interformer_training():
         assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
     assert results[0][0][0].abs().max() == 0
 
-    data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)
-    fused, plain = build(InterFormer), build(InterFormer)
-    for m in plain.modules():
-        if isinstance(m, RotaryMultiheadAttention):
-            m.fused_cpu_attention = False
-    predicts_and_trains_alike(fused, plain, data)
+    trains_alike_without(RotaryMultiheadAttention, "fused_cpu_attention")
 
 
 def test_fused_cpu_attention_runs_only_where_it_applies(monkeypatch):
@@ -489,26 +496,6 @@ def test_fused_cpu_attention_runs_only_where_it_applies(monkeypatch):
     assert calls == [1]
     monkeypatch.setenv("INTERFORMER_CPU_ATTENTION", "0")
     assert not module.fused_attention_applies(q, 0.0)
-
-
-def test_fused_cpu_attention_falls_back_with_one_warning_when_it_cannot_be_built(monkeypatch, caplog):
-    import torch.utils.cpp_extension
-    from interformer_fuxi.layers import fused_attention as module
-
-    def no_compiler(*args, **kwargs):
-        raise RuntimeError("Error building extension 'interformer_attention_avx512'\nmore lines")
-    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
-    monkeypatch.setattr(module.fused_attention_kernel, "_built", {})  # a fresh build, undone after the test
-    mha = RotaryMultiheadAttention(32, 2).eval()
-    x = torch.randn(3, 10, 32)
-    with caplog.at_level("WARNING"):
-        out = mha(x)
-        mha(x)
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == ["Fused CPU attention unavailable, using scaled_dot_product_attention: "
-                        "Error building extension 'interformer_attention_avx512'"]
-    mha.fused_cpu_attention = False
-    assert torch.allclose(out, mha(x), atol=1e-6)
 
 
 def _pffn_block_and_grads(S, X_sum, W, norm, fused):
@@ -542,14 +529,9 @@ def test_fused_pffn_block_equals_its_ops(B, N, d, n_sum):
 
 def test_fused_pffn_block_keeps_interformer_training():
     from interformer_fuxi.arches.sequence_arch import SequenceArch
-    data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)
-    fused, plain = build(InterFormer), build(InterFormer)
+    fused = trains_alike_without(SequenceArch, "fused_cpu_pffn")
     arches = [m for m in fused.modules() if isinstance(m, SequenceArch)]
     assert arches and all(a._pffn_fuses(torch.randn(2, 4, 16), torch.randn(2, 3, 16)) for a in arches)
-    for m in plain.modules():
-        if isinstance(m, SequenceArch):
-            m.fused_cpu_pffn = False
-    predicts_and_trains_alike(fused, plain, data)
 
 
 def test_fused_pffn_block_runs_only_where_it_applies(monkeypatch):
@@ -578,28 +560,6 @@ def test_fused_pffn_block_runs_only_where_it_applies(monkeypatch):
     assert not module.fused_pffn_applies(S, X_sum, W, norm)
 
 
-def test_fused_pffn_block_falls_back_with_one_warning_when_it_cannot_be_built(monkeypatch, caplog):
-    import torch.utils.cpp_extension
-    from interformer_fuxi.arches.sequence_arch import SequenceArch
-    from interformer_fuxi.layers import fused_pffn as module
-
-    def no_compiler(*args, **kwargs):
-        raise RuntimeError("Error building extension 'interformer_pffn_block_avx512'\nmore lines")
-    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
-    monkeypatch.setattr(module.fused_pffn_kernel, "_built", {})  # a fresh build, undone after the test
-    torch.manual_seed(0)
-    arch = SequenceArch(32, 4, use_mha=False)
-    X_sum, S, mask = torch.randn(3, 4, 32), torch.randn(3, 10, 32), torch.ones(3, 10, dtype=torch.bool)
-    with caplog.at_level("WARNING"):
-        out = arch(X_sum, S, mask)
-        arch(X_sum, S, mask)
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == ["Fused CPU PFFN block unavailable, using the PyTorch ops: "
-                        "Error building extension 'interformer_pffn_block_avx512'"]
-    arch.fused_cpu_pffn = False
-    assert torch.allclose(out, arch(X_sum, S, mask), atol=1e-6)
-
-
 @pytest.mark.parametrize("B,N,d,J", [(5, 9, 16, 4), (3, 104, 64, 8), (2, 1, 32, 1), (2, 300, 256, 16)])
 def test_fused_seed_pool_equals_its_ops(B, N, d, J):
     import interformer_fuxi.layers.pma as pma_module
@@ -626,12 +586,7 @@ def test_fused_seed_pool_equals_its_ops(B, N, d, J):
 
 def test_fused_seed_pool_keeps_interformer_training():
     from interformer_fuxi.layers import PMA
-    data = batch(FMAP, size=48, lengths=torch.arange(48) % 11)
-    fused, plain = build(InterFormer), build(InterFormer)
-    for m in plain.modules():
-        if isinstance(m, PMA):
-            m.fused_cpu_pool = False
-    predicts_and_trains_alike(fused, plain, data)
+    trains_alike_without(PMA, "fused_cpu_pool")
 
 
 def test_fused_seed_pool_runs_only_where_it_applies(monkeypatch):
@@ -647,28 +602,6 @@ def test_fused_seed_pool_runs_only_where_it_applies(monkeypatch):
         assert not module.fused_seed_pool_applies(S, q)
     monkeypatch.setenv("INTERFORMER_CPU_POOL", "0")
     assert not module.fused_seed_pool_applies(S, q)
-
-
-def test_fused_seed_pool_falls_back_with_one_warning_when_it_cannot_be_built(monkeypatch, caplog):
-    import torch.utils.cpp_extension
-    from interformer_fuxi.layers import PMA
-    from interformer_fuxi.layers import fused_seed_pool as module
-
-    def no_compiler(*args, **kwargs):
-        raise RuntimeError("Error building extension 'interformer_seed_pool_avx512'\nmore lines")
-    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
-    monkeypatch.setattr(module.fused_seed_pool_kernel, "_built", {})  # a fresh build, undone after the test
-    torch.manual_seed(0)
-    pma = PMA(32, num_seeds=2, num_heads=2)
-    S, mask = torch.randn(3, 10, 32), torch.ones(3, 10, dtype=torch.bool)
-    with caplog.at_level("WARNING"):
-        out = pma(S, mask)
-        pma(S, mask)
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert warnings == ["Fused CPU seed pooling unavailable, using the PyTorch ops: "
-                        "Error building extension 'interformer_seed_pool_avx512'"]
-    pma.fused_cpu_pool = False
-    assert torch.allclose(out, pma(S, mask), atol=1e-6)
 
 
 def test_pma_reads_gathered_tokens_alongside_its_pooling_on_every_path():
@@ -693,3 +626,49 @@ def test_pma_reads_gathered_tokens_alongside_its_pooling_on_every_path():
         assert torch.allclose(g_tokens, expected, atol=1e-6), (seeds, by_hand, fused)
         results.append(out.detach())
     assert torch.allclose(results[0], results[1], atol=1e-6) and torch.allclose(results[0], results[2], atol=1e-6)
+
+
+def _attention_layer():
+    return RotaryMultiheadAttention(32, 2).eval(), (torch.randn(3, 10, 32),), "fused_cpu_attention"
+
+
+def _pffn_layer():
+    from interformer_fuxi.arches.sequence_arch import SequenceArch
+    inputs = (torch.randn(3, 4, 32), torch.randn(3, 10, 32), torch.ones(3, 10, dtype=torch.bool))
+    return SequenceArch(32, 4, use_mha=False), inputs, "fused_cpu_pffn"
+
+
+def _pool_layer():
+    from interformer_fuxi.layers import PMA
+    return PMA(32, num_seeds=2, num_heads=2), (torch.randn(3, 10, 32), torch.ones(3, 10, dtype=torch.bool)), \
+        "fused_cpu_pool"
+
+
+@pytest.mark.parametrize("module_name,kernel,library,layer,message", [
+    ("fused_attention", "fused_attention_kernel", "interformer_attention", _attention_layer,
+     "Fused CPU attention unavailable, using scaled_dot_product_attention"),
+    ("fused_pffn", "fused_pffn_kernel", "interformer_pffn_block", _pffn_layer,
+     "Fused CPU PFFN block unavailable, using the PyTorch ops"),
+    ("fused_seed_pool", "fused_seed_pool_kernel", "interformer_seed_pool", _pool_layer,
+     "Fused CPU seed pooling unavailable, using the PyTorch ops"),
+])
+def test_cpu_kernels_fall_back_with_one_warning_when_they_cannot_be_built(monkeypatch, caplog, module_name, kernel,
+                                                                         library, layer, message):
+    import importlib
+
+    import torch.utils.cpp_extension
+    module = importlib.import_module(f"interformer_fuxi.layers.{module_name}")
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError(f"Error building extension '{library}_avx512'\nmore lines")
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(getattr(module, kernel), "_built", {})  # a fresh build, undone after the test
+    torch.manual_seed(0)
+    net, inputs, switch = layer()
+    with caplog.at_level("WARNING"):
+        out = net(*inputs)
+        net(*inputs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"{message}: Error building extension '{library}_avx512'"]
+    setattr(net, switch, False)
+    assert torch.allclose(out, net(*inputs), atol=1e-6)
