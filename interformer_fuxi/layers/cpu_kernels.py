@@ -1,8 +1,8 @@
 """The C++ kernels of the CPU fast paths (``interformer_fuxi/kernels``), built on first use.
 
 PyTorch's extension loader compiles a kernel once per machine, for the instruction set
-PyTorch itself runs on this CPU, and caches it under ``~/.cache/torch_extensions`` (about
-20 s the first time). Without a C++ compiler, or when its environment switch is ``0``, a
+PyTorch itself runs on this CPU, and caches it under ``~/.cache/torch_extensions`` (10–20 s
+each, the first time). Without a C++ compiler, or when its environment switch is ``0``, a
 kernel is None (with one warning) and its callers keep their PyTorch path.
 """
 import glob
