@@ -16,7 +16,6 @@
 #include <torch/library.h>
 
 #include <cmath>
-#include <vector>
 
 #include "simd.h"
 
@@ -125,10 +124,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> pffn_bloc
   load_rows(gamma.data_ptr<float>(), 1, nv, g);
   load_rows(beta.data_ptr<float>(), 1, nv, bt);
   // per-thread sums of the parameter gradients: [gW (M rows) | ggamma | gbeta] x D
-  const int threads = at::get_num_threads();
-  std::vector<float> partial(static_cast<size_t>(threads) * (M + 2) * D, 0.f);
+  ThreadSums partial(M + 2, D);
   at::parallel_for(0, sh.B, 1, [&](int64_t begin, int64_t end) {
-    float* mine = partial.data() + static_cast<size_t>(at::get_thread_num()) * (M + 2) * D;
+    float* mine = partial.mine();
     v16 xs[kMaxRank][kMaxVectors], gw[kMaxRank][kMaxVectors], gxs[kMaxRank][kMaxVectors];
     v16 ggamma[kMaxVectors], gbeta[kMaxVectors], G[kMaxVectors], gxh[kMaxVectors];
     load_rows(mine, M, nv, gw);
@@ -174,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> pffn_bloc
       store(mine + (M + 1) * D + 16 * v, gbeta[v]);
     }
   });
-  at::Tensor sums = at::from_blob(partial.data(), {threads, M + 2, D}, S.options()).sum(0);
+  at::Tensor sums = partial.total(S.options());
   return {gS, gX, sums.narrow(0, 0, M).clone(), sums[M].clone(), sums[M + 1].clone()};
 }
 

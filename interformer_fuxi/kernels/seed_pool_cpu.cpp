@@ -168,10 +168,9 @@ std::tuple<at::Tensor, at::Tensor> seed_pool_backward(const at::Tensor& S, const
   const v16* w_all = reinterpret_cast<const v16*>(weights.data_ptr<float>());
   float* gs_ptr = gS.data_ptr<float>();
   const float* q_ptr = q.data_ptr<float>();
-  const int threads = at::get_num_threads();
-  std::vector<float> partial(static_cast<size_t>(threads) * J * D, 0.f);  // per-thread sums of q's gradient
+  ThreadSums partial(J, D);  // q's gradient
   at::parallel_for(0, sh.B, 1, [&](int64_t begin, int64_t end) {
-    float* gq = partial.data() + static_cast<size_t>(at::get_thread_num()) * J * D;
+    float* gq = partial.mine();
     std::vector<v16> gp_t(D), gsc(N);  // g_pooled transposed; the row's score gradients (lanes = queries)
     for (int64_t b = begin; b < end; ++b) {
       const float* Sb = s_ptr + b * N * D;
@@ -204,7 +203,7 @@ std::tuple<at::Tensor, at::Tensor> seed_pool_backward(const at::Tensor& S, const
       }
     }
   });
-  at::Tensor gq = at::from_blob(partial.data(), {threads, J, D}, S.options()).sum(0);
+  at::Tensor gq = partial.total(S.options());
   return {gS, gq};
 }
 

@@ -1,9 +1,13 @@
 // Shared pieces of the CPU kernels: 16-lane float vectors (GCC/Clang vector extensions; the
 // compiler maps them to AVX-512, AVX2 or SSE, whatever the build flags allow), unaligned
-// loads and stores, a horizontal sum and 2^x.
+// loads and stores, a horizontal sum and 2^x, and per-thread sums of parameter gradients.
 #pragma once
 
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
 #include <limits>
+#include <vector>
 
 namespace interformer {
 
@@ -57,5 +61,23 @@ inline v16 exp2_nonpositive(v16 x) {
   __builtin_memcpy(&y, &bits, sizeof(v16));
   return dead ? (v16){} : y;
 }
+
+// Per-thread partial sums of a [rows, cols] float block (a parameter's gradient summed over a
+// batch): inside at::parallel_for each thread adds into its own copy, with no lock; total()
+// sums the copies.
+class ThreadSums {
+ public:
+  ThreadSums(int64_t rows, int64_t cols)
+      : rows_(rows), cols_(cols), data_(static_cast<size_t>(at::get_num_threads()) * rows * cols, 0.f) {}
+  float* mine() { return data_.data() + static_cast<size_t>(at::get_thread_num()) * rows_ * cols_; }
+  at::Tensor total(const at::TensorOptions& options) {
+    const int64_t threads = static_cast<int64_t>(data_.size()) / (rows_ * cols_);
+    return at::from_blob(data_.data(), {threads, rows_, cols_}, options).sum(0);
+  }
+
+ private:
+  int64_t rows_, cols_;
+  std::vector<float> data_;
+};
 
 }  // namespace interformer

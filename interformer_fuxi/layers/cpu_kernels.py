@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import threading
+from typing import Optional
 
 import torch
 
@@ -46,6 +47,13 @@ class CpuKernel:
                     self._built["ops"] = self._build()
         return self._built["ops"]
 
+    def runs_on(self, *tensors: torch.Tensor) -> bool:
+        """Whether the kernel can take these tensors: float32 on the CPU, in eager mode without
+        autocast, and the kernel built (the callers check their shapes)."""
+        return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+                and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+                and self() is not None)
+
     def _build(self):
         from torch.utils.cpp_extension import load
         capability = torch.backends.cpu.get_cpu_capability()
@@ -69,3 +77,11 @@ class CpuKernel:
                             self.fallback, reason)
             return None
         return getattr(torch.ops, self.library)
+
+
+def key_bias(key_mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    """The additive key bias the kernels take for a boolean key mask: 0 where True, -inf where
+    False (``[B, N]``); None for None."""
+    if key_mask is None:
+        return None
+    return torch.zeros(key_mask.shape, dtype=dtype).masked_fill_(~key_mask, float("-inf"))

@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from .cpu_kernels import CpuKernel
+from .cpu_kernels import CpuKernel, key_bias
 
 MAX_TOKENS = 128          # keys per row the kernel holds (its score registers)
 HEAD_DIMS = (8, 16)       # head widths it is compiled for (and faster than the flash kernel at)
@@ -26,10 +26,8 @@ None where it cannot be built (logged once) or ``INTERFORMER_CPU_ATTENTION=0``."
 def fused_attention_applies(q: torch.Tensor, dropout_p: float) -> bool:
     """Whether :func:`fused_attention` can run ``q`` ``[B, H, N, dh]``: float32 on the CPU in
     eager mode, no autocast, no attention dropout, ``N <= MAX_TOKENS``, ``dh`` in ``HEAD_DIMS``."""
-    return (q.device.type == "cpu" and q.dtype == torch.float32 and dropout_p == 0.0
-            and q.shape[-2] <= MAX_TOKENS and q.shape[-1] in HEAD_DIMS
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
-            and fused_attention_kernel() is not None)
+    return (dropout_p == 0.0 and q.shape[-2] <= MAX_TOKENS and q.shape[-1] in HEAD_DIMS
+            and fused_attention_kernel.runs_on(q))
 
 
 def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -48,9 +46,7 @@ def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         >>> torch.allclose(fused_attention(q, k, v, None, 0.25), ref, atol=1e-5)
         True
     """
-    bias = None
-    if key_mask is not None:
-        bias = torch.zeros(key_mask.shape, dtype=q.dtype).masked_fill_(~key_mask, float("-inf"))
+    bias = key_bias(key_mask, q.dtype)
     if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
         return _FusedAttention.apply(q, k, v, bias, scale)
     return fused_attention_kernel().forward(q, k, v, bias, scale)[0]

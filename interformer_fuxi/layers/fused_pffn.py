@@ -24,12 +24,10 @@ def fused_pffn_applies(S: torch.Tensor, X_sum: torch.Tensor, weight: torch.Tenso
     autocast, ``norm`` an affine ``LayerNorm`` over ``d``, ``d`` a multiple of 16 up to 256,
     at most 16 summary tokens."""
     d = S.shape[-1]
-    return (S.device.type == "cpu" and S.dtype == X_sum.dtype == weight.dtype == torch.float32
-            and isinstance(norm, nn.LayerNorm) and norm.elementwise_affine and norm.bias is not None
+    return (isinstance(norm, nn.LayerNorm) and norm.elementwise_affine and norm.bias is not None
             and norm.normalized_shape == (d,) and d % 16 == 0 and d <= MAX_DIM
             and 1 <= weight.shape[0] <= MAX_RANK and weight.shape == (X_sum.shape[1], d)
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
-            and fused_pffn_kernel() is not None)
+            and fused_pffn_kernel.runs_on(S, X_sum, weight))
 
 
 def fused_pffn_block(S: torch.Tensor, X_sum: torch.Tensor, weight: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:

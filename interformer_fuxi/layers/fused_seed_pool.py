@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 
-from .cpu_kernels import CpuKernel
+from .cpu_kernels import CpuKernel, key_bias
 
 MAX_QUERIES = 16          # heads x seeds
 MAX_DIM = 256             # embedding widths: multiples of 16 up to this
@@ -23,10 +23,8 @@ def fused_seed_pool_applies(S: torch.Tensor, q: torch.Tensor) -> bool:
     """Whether :func:`fused_seed_pool` can run: float32 on the CPU in eager mode without
     autocast, ``d`` a multiple of 16 up to 256, at most 16 queries and 1024 tokens."""
     d = S.shape[-1]
-    return (S.device.type == "cpu" and S.dtype == q.dtype == torch.float32 and d % 16 == 0 and d <= MAX_DIM
-            and 1 <= q.shape[0] <= MAX_QUERIES and 1 <= S.shape[1] <= MAX_TOKENS
-            and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
-            and fused_seed_pool_kernel() is not None)
+    return (d % 16 == 0 and d <= MAX_DIM and 1 <= q.shape[0] <= MAX_QUERIES and 1 <= S.shape[1] <= MAX_TOKENS
+            and fused_seed_pool_kernel.runs_on(S, q))
 
 
 def fused_seed_pool(S: torch.Tensor, q: torch.Tensor, key_mask: torch.Tensor, scale: float,
@@ -48,7 +46,7 @@ def fused_seed_pool(S: torch.Tensor, q: torch.Tensor, key_mask: torch.Tensor, sc
         >>> torch.allclose(fused_seed_pool(S, q, mask, 0.5), ref, atol=1e-5)
         True
     """
-    bias = torch.zeros(key_mask.shape, dtype=S.dtype).masked_fill_(~key_mask, float("-inf"))
+    bias = key_bias(key_mask, S.dtype)
     S, q = S.contiguous(), q.contiguous()
     index = None if gather is None else gather.contiguous()
     if torch.is_grad_enabled() and (S.requires_grad or q.requires_grad):
@@ -70,9 +68,7 @@ class _FusedSeedPool(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_pooled, grad_gathered):
         S, q, weights, index = ctx.saved_tensors
-        if index is not None and grad_gathered is None:  # the gathered tokens unused
-            index = None
-        if index is None:
+        if index is None:  # no gathered tokens: their (empty) gradient is not passed
             grad_gathered = None
         gS, gq = fused_seed_pool_kernel().backward(S, q, weights, grad_pooled.contiguous(), ctx.scale, index,
                                                    None if grad_gathered is None else grad_gathered.contiguous())
