@@ -10,8 +10,9 @@ reads the sweep's results CSV (``<yaml name>.csv`` in the working directory, as
   Results (test metrics; one row per seed with Avg and Std rows when the grid ran the chosen
   point with several seeds), Logs (the chosen run's log);
 * ``environments.txt``, the tuner yaml, ``dataset_config.yaml`` and ``model_config.yaml`` with
-  the chosen run(s) (paths relative to the repository root, so the folder works as a
-  ``--config`` there), ``results.csv`` with their result lines, and ``<expid>.log``.
+  the chosen run(s) (paths relative to the folder that holds the export, so ``python
+  run_expid.py --config <folder> --expid <expid>`` reruns it unmodified, from any working
+  directory), ``results.csv`` with their result lines, and ``<expid>.log``.
 
 The folder is built under a temporary name and renamed into place (replacing an older export).
 """
@@ -26,7 +27,7 @@ from .atomic import atomic_dir
 from .environment import environment, format_block, git_commit
 from .errors import UserError, report
 from .results import rank, read_results
-from .tuner_config import enumerate_trials, load_tuner_config, resolved, write_yaml_atomic
+from .tuner_config import enumerate_trials, load_tuner_config, rebase_paths, resolved, write_yaml_atomic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASETS = "https://github.com/reczoo/Datasets/tree/main/"
@@ -91,6 +92,7 @@ def results_table(runs, results):
 
 
 def readme(cfg, folder, best, runs, results, datasets, env, log_text, n_done, chosen_by_hand=False):
+    """The folder's README, section by section in the layout of BARS's result READMEs."""
     name, link = BARS_DATASETS.get(cfg.dataset_id.lower(), (cfg.dataset_id, None))
     model = best.section.get("model")
     table, split = results_table(runs, results)
@@ -98,44 +100,46 @@ def readme(cfg, folder, best, runs, results, datasets, env, log_text, n_done, ch
     fuxictr = dict(env["software"]).get("fuxictr")
     dataset = datasets[best.dataset_id]
     data_paths = "\n".join(f"   {k}: {dataset[k]}" for k in ("train_data", "valid_data", "test_data") if dataset.get(k))
-    yaml_rel = os.path.relpath(cfg.path, cfg.project_root)
+    yaml_rel = os.path.relpath(cfg.path, REPO)
     monitor = best.section.get("monitor")
     monitor = " + ".join(monitor) if isinstance(monitor, dict) else monitor
-    dataset_text = (f"[{name}]({link}) in BARS's dataset collection describes the data, its splits "
-                    f"and where to download it." if link else
+    dataset_text = (f"Please refer to [{name}]({link}) to get the dataset details." if link else
                     f"`{cfg.dataset_id}` is not one of BARS's datasets; see `dataset_config.yaml` for its files.")
     how = f"`{best.expid}`, chosen by hand," if chosen_by_hand else "the best by the validation monitor"
     seeds = (f"The chosen grid point ran with {len(runs)} seeds; Avg and Std (population) are over them.\n\n"
              if len(runs) > 1 else "")
-    return f"""# {folder}
+    return f"""## {folder}
 
-{model} ([arXiv 2411.09852](https://arxiv.org/abs/2411.09852)) on {name}: {how} of the
-{n_done} finished grid points of `{os.path.basename(cfg.path)}`, run with interformer-fuxi on FuxiCTR {fuxictr}.
+A hands-on guide to run the {model} model ([arXiv 2411.09852](https://arxiv.org/abs/2411.09852)) on the
+{name} dataset: {how} of the {n_done} finished grid points of `{os.path.basename(cfg.path)}`, run with
+interformer-fuxi on FuxiCTR {fuxictr}.
 
-| [Environments](#environments) | [Dataset](#dataset) | [Code](#code) | [Results](#results) | [Logs](#logs) |
-|:---:|:---:|:---:|:---:|:---:|
+Author: interformer-fuxi
 
-## Environments
 
+| [Environments](#Environments) | [Dataset](#Dataset) | [Code](#Code) | [Results](#Results) | [Logs](#Logs) |
+|:-----------------------------:|:-----------:|:--------:|:--------:|-------|
+### Environments
 + Hardware
 
-  ```
+  ```python
 {_indent(format_block(env["hardware"]))}
   ```
 
 + Software
 
-  ```
+  ```python
 {_indent(format_block(env["software"]))}
   ```
 
-## Dataset
-
+### Dataset
 {dataset_text}
 
-## Code
+### Code
 
-The model is the `{model}` class of interformer-fuxi (commit `{commit}`), a FuxiCTR {fuxictr} plugin.
+We use the `{model}` class of interformer-fuxi (commit `{commit}`), a FuxiCTR {fuxictr} plugin, for this experiment.
+
+Running steps:
 
 1. Check out the repository at that commit and install it with the versions above:
 
@@ -143,14 +147,14 @@ The model is the `{model}` class of interformer-fuxi (commit `{commit}`), a Fuxi
    pip install -r requirements.txt -e .
    ```
 
-2. Put the dataset's CSV files where `dataset_config.yaml` in this folder points (relative to the
-   repository root):
+2. Put the dataset's CSV files where `dataset_config.yaml` in this folder points, relative to the
+   folder that holds this folder (the repository root, where it was exported):
 
    ```
 {data_paths}
    ```
 
-3. Copy this folder into the repository root and train and evaluate the chosen configuration:
+3. Train and evaluate the chosen configuration, unmodified:
 
    ```bash
    python run_expid.py --config {folder} --expid {best.expid} --gpu 0
@@ -163,16 +167,14 @@ The model is the `{model}` class of interformer-fuxi (commit `{commit}`), a Fuxi
    python -m interformer_fuxi.bars_export --tuner-config {yaml_rel}
    ```
 
-## Results
-
+### Results
 {seeds}{table}
 
 {split.replace('val', 'Validation').replace('test', 'Test')}-set metrics of `{best.expid}`, {'picked by hand (--expid); the grid ranks by' if chosen_by_hand else 'chosen by its'} validation {monitor}
 (`results.csv` holds the full result line{'s' if len(runs) > 1 else ''}).
 
-## Logs
-
-```
+### Logs
+```python
 {log_text.rstrip()}
 ```
 """
@@ -201,16 +203,19 @@ def export(args):
     out_dir = os.path.abspath(args.out_dir)
     os.makedirs(out_dir, exist_ok=True)
     final = os.path.join(out_dir, folder)
+    # relative paths rewritten against the folder that holds the export: the first place a
+    # run looks (interformer_fuxi.config), so the folder runs unmodified from any directory
+    dataset = {best.dataset_id: rebase_paths(datasets[best.dataset_id], cfg.path_base, out_dir)}
     with atomic_dir(final) as tmp:
         env = environment()
-        _write(os.path.join(tmp, "README.md"), readme(cfg, folder, best, runs, results, datasets, env, log_text,
+        _write(os.path.join(tmp, "README.md"), readme(cfg, folder, best, runs, results, dataset, env, log_text,
                                                       sum(t.expid in results for t in trials), args.expid is not None))
         _write(os.path.join(tmp, "environments.txt"),
                "[Hardware]\n" + format_block(env["hardware"]) + "\n\n[Software]\n" + format_block(env["software"]) + "\n")
         shutil.copyfile(cfg.path, os.path.join(tmp, os.path.basename(cfg.path)))
-        # sections as configured: paths relative to the repository root, where the folder goes
-        write_yaml_atomic(os.path.join(tmp, "dataset_config.yaml"), {best.dataset_id: datasets[best.dataset_id]})
-        write_yaml_atomic(os.path.join(tmp, "model_config.yaml"), {t.expid: t.section for t in runs})
+        write_yaml_atomic(os.path.join(tmp, "dataset_config.yaml"), dataset)
+        write_yaml_atomic(os.path.join(tmp, "model_config.yaml"),
+                          {t.expid: rebase_paths(t.section, cfg.path_base, out_dir) for t in runs})
         _write(os.path.join(tmp, "results.csv"), "".join(results[t.expid]["line"] + "\n" for t in runs))
         shutil.copyfile(log_path, os.path.join(tmp, best.expid + ".log"))
     print(f"{final}/: {best.expid}" + (f" and {len(runs) - 1} other seed(s)" if len(runs) > 1 else "")

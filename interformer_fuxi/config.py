@@ -1,39 +1,31 @@
-"""Load a FuxiCTR 2.0 expid (``Base`` + expid + dataset) and check it before anything runs.
+"""Load a FuxiCTR 2.0 expid (``Base`` + expid + dataset) with its paths resolved.
 
 Relative paths in a config (``data_root``, ``train_data``, ``valid_data``, ``test_data``,
-``model_root``, a feature's ``pretrained_emb``) resolve against the directory that holds
-the config directory, e.g. ``data/`` in ``<project>/config/dataset_config.yaml`` means
-``<project>/data/``. That is FuxiCTR's convention (its runners ``chdir`` to the folder
-holding ``config/``), made independent of the working directory.
+``model_root``, ``oracle_data``, a feature's ``pretrained_emb``) resolve against one folder,
+the first of these under which the run's input (``train_data``, or the data already built in
+``<data_root>/<dataset_id>``) exists:
+
+1. the folder that holds the config folder (``<project>/config/`` -> ``<project>/``: this
+   project's layout, independent of the working directory);
+2. the working directory (BARS's instructions run from inside a FuxiCTR model folder, with
+   paths like ``../data/Amazon/...``);
+3. with a FuxiCTR ``model_zoo``, the folder of the model's own ``run_expid.py`` (where
+   FuxiCTR's runner ``chdir``s, e.g. ``<model_zoo>/DIN/``).
+
+If none has it, the first is used and the missing-file error lists every path tried. All of a
+run's relative paths use the same folder, so outputs (``model_root``, the built H5 under
+``data_root``) go next to the inputs, as FuxiCTR would put them.
 """
-import difflib
+import copy
 import glob
-import inspect
 import os
 
 import yaml
-from fuxictr.utils import load_dataset_config, load_model_config
 
-from .errors import UserError
-from .metrics import SUPPORTED_METRICS
+from .config_keys import apply_aliases
+from .errors import UserError, suggest
 
-# Keys the runner, FuxiCTR's BaseModel, its optimizer/loss helpers and its data loader read.
-RUNNER_KEYS = {
-    "model", "dataset_id", "model_id", "task", "loss", "metrics", "monitor", "monitor_mode",
-    "optimizer", "learning_rate", "embedding_regularizer", "net_regularizer", "batch_size",
-    "epochs", "shuffle", "seed", "model_root", "num_workers", "verbose", "early_stop_patience",
-    "save_best_only", "eval_steps", "reduce_lr_on_plateau", "max_gradient_norm",
-    "feature_specs", "use_features", "group_id", "gpu", "debug_mode", "pickle_feature_encoder",
-    "train_ctr", "model_zoo",
-}
-# Keys of a dataset section (FeatureProcessor, build_dataset, read_csv).
-DATASET_KEYS = {
-    "data_root", "data_format", "train_data", "valid_data", "test_data", "feature_cols",
-    "label_col", "min_categr_count", "valid_size", "test_size", "split_type",
-    "data_block_size", "num_buckets", "group_id", "sep", "nrows",
-    "csv_header", "md5", "bad_rows", "oracle_data",  # validate.py and oracle.py
-}
-PATH_KEYS = ("data_root", "train_data", "valid_data", "test_data", "model_root", "model_zoo", "oracle_data")
+PATH_KEYS = ("data_root", "train_data", "valid_data", "test_data", "model_root", "oracle_data")
 
 
 def _yaml_files(config_dir, stem):
@@ -92,18 +84,12 @@ def list_expids(config_dir):
     return sorted(k for k in read_sections(config_dir, "model_config") if k != "Base")
 
 
-def suggest(word, candidates):
-    """``"; did you mean 'x'?"`` for the closest candidate (case-insensitive), else ``""``."""
-    by_lower = {str(c).lower(): c for c in candidates}
-    match = difflib.get_close_matches(str(word).lower(), list(by_lower), n=1, cutoff=0.6)
-    return f"; did you mean {by_lower[match[0]]!r}?" if match else ""
-
-
-def load_expid(config_dir, expid, dataset_id=None):
+def load_expid(config_dir, expid, dataset_id=None, model_zoo=None):
     """The merged parameters of ``expid``, with its paths resolved; raises UserError.
 
     ``dataset_id`` replaces the expid's own (e.g. a ``dataset_id: TBD`` template) *before*
-    the dataset's section is merged, so the run gets that dataset's data keys.
+    the dataset's section is merged, so the run gets that dataset's data keys. ``model_zoo``
+    (absolute) replaces the expid's ``model_zoo`` key.
     """
     config_dir = os.path.abspath(config_dir)
     if not os.path.isdir(config_dir):
@@ -125,11 +111,18 @@ def load_expid(config_dir, expid, dataset_id=None):
     if dataset_id not in datasets:
         raise UserError(f"{expid}: dataset_id {dataset_id!r} is not in dataset_config"
                         f"{suggest(str(dataset_id), datasets)} (available: {', '.join(sorted(datasets))})")
-    params = load_model_config(config_dir, expid)
-    params.update(load_dataset_config(config_dir, dataset_id))
+    params = copy.deepcopy(dict(base, **section))  # FuxiCTR's load_config: Base, expid, then dataset
+    params["model_id"] = expid
+    params.update(copy.deepcopy(dict(dataset_id=dataset_id, **(datasets[dataset_id] or {}))))
     params["_model_keys"] = sorted(set(base) | set(section))
     params["_dataset_keys"] = sorted(datasets[dataset_id] or {})
-    resolve_paths(params, os.path.dirname(config_dir))
+    params["_alias_notes"] = apply_aliases(params)
+    if model_zoo:
+        params["model_zoo"] = model_zoo
+    parent = os.path.dirname(config_dir)
+    if params.get("model_zoo"):
+        params["model_zoo"] = first_existing(params["model_zoo"], [parent, os.getcwd()])
+    resolve_paths(params, path_bases(parent, model_dir(params.get("model_zoo"), params.get("model"))))
     return params
 
 
@@ -144,52 +137,83 @@ def load_model_config_section(config_dir, expid):
     return params
 
 
-def resolve_paths(params, base_dir):
+def first_existing(path, bases):
+    """``path`` against the first of ``bases`` where it exists (else against the first base)."""
+    if os.path.isabs(path):
+        return path
+    tried = [os.path.normpath(os.path.join(base, path)) for base in bases]
+    return next((p for p in tried if os.path.exists(p)), tried[0])
+
+
+def model_dir(model_zoo, model):
+    """The FuxiCTR folder of class ``model`` in ``model_zoo`` (None without a zoo or folder)."""
+    if not model_zoo or not os.path.isdir(model_zoo):
+        return None
+    from .external_zoo import locate
+    package = locate(model_zoo, str(model))
+    return package.model_dir if package else None
+
+
+def path_bases(config_parent, fuxictr_model_dir=None):
+    """The candidate folders for relative paths, in order, each with why it is one."""
+    bases = [(config_parent, "the folder holding the config folder"), (os.getcwd(), "the working directory")]
+    if fuxictr_model_dir:
+        bases.append((fuxictr_model_dir, "the FuxiCTR model folder, where FuxiCTR's run_expid.py runs"))
+    unique = []
+    for path, why in bases:
+        if path not in [p for p, _ in unique]:
+            unique.append((path, why))
+    return unique
+
+
+def choose_base(params, bases):
+    """The first ``(folder, why)`` of ``bases`` under which ``params``' input exists, or None."""
+    return next(((p, why) for p, why in bases if _has_input(params, p)), None)
+
+
+def _has_input(params, base):
+    train = params.get("train_data")
+    if isinstance(train, str) and train and os.path.exists(os.path.join(base, train)):
+        return True
+    root = params.get("data_root")
+    return isinstance(root, str) and bool(root) and os.path.isfile(
+        os.path.join(base, root, str(params.get("dataset_id")), "feature_map.json"))
+
+
+def resolve_paths(params, bases):
+    """Make the relative paths of ``params`` absolute against the first of ``bases`` (from
+    :func:`path_bases`) that holds the run's input. For error messages, ``params['_path_rule']``
+    says which folder was chosen and why, and ``params['_paths_tried']`` maps each relative
+    path's key to the absolute paths it stands for (every base's, when none holds the input)."""
+    chosen = choose_base(params, bases)
+    base_dir = (chosen or bases[0])[0]
+    listing = "; ".join(f"{p} ({why})" for p, why in bases)
+    if chosen:
+        params["_path_rule"] = (f"relative paths resolve against {chosen[0]} ({chosen[1]}), the first "
+                                f"folder holding train_data or the built data, of: {listing}")
+    else:
+        params["_path_rule"] = ("relative paths resolve against the first folder holding train_data "
+                                f"or the built data, of: {listing}; none holds them")
+    tried = params["_paths_tried"] = {}
+
+    def resolve(key, value):
+        if not (isinstance(value, str) and value) or os.path.isabs(value):
+            return value
+        tried[key] = [os.path.normpath(os.path.join(p, value)) for p, _ in ([chosen] if chosen else bases)]
+        return tried[key][0]
+
     for key in PATH_KEYS:
-        value = params.get(key)
-        if isinstance(value, str) and value and not os.path.isabs(value):
-            params[key] = os.path.normpath(os.path.join(base_dir, value))
+        if key in params:
+            params[key] = resolve(key, params[key])
     for col in params.get("feature_cols") or []:
-        emb = col.get("pretrained_emb") if isinstance(col, dict) else None
-        if isinstance(emb, str) and not os.path.isabs(emb):
-            col["pretrained_emb"] = os.path.normpath(os.path.join(base_dir, emb))
+        if isinstance(col, dict) and "pretrained_emb" in col:
+            col["pretrained_emb"] = resolve(f"pretrained_emb of {col.get('name')}", col["pretrained_emb"])
     params.setdefault("model_root", os.path.join(base_dir, "checkpoints"))
 
 
-def init_keywords(model_class):
-    """Constructor keywords of ``model_class`` and its bases (what a config may set)."""
-    keys = set()
-    for klass in inspect.getmro(model_class):
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        for name, p in inspect.signature(init).parameters.items():
-            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name not in ("self", "feature_map"):
-                keys.add(name)
-    return keys
-
-
-def check_keys(params, model_class):
-    """Reject keys that nothing reads (FuxiCTR would silently ignore a typo)."""
-    expid = params["model_id"]
-    valid = RUNNER_KEYS | DATASET_KEYS | init_keywords(model_class)
-    for key in params["_model_keys"]:
-        if key not in valid:
-            raise UserError(f"{expid}: unknown key {key!r} in model_config{suggest(key, valid)} "
-                            f"(model {params['model']} does not read it)")
-    for key in params["_dataset_keys"]:
-        if key not in DATASET_KEYS | {"group_id"}:
-            raise UserError(f"{params['dataset_id']}: unknown key {key!r} in dataset_config"
-                            f"{suggest(key, DATASET_KEYS)}")
-    for metric in list(params.get("metrics") or []) + _monitor_metrics(params.get("monitor")):
-        if metric not in SUPPORTED_METRICS:
-            raise UserError(f"{expid}: unknown metric {metric!r} in metrics/monitor"
-                            f"{suggest(metric, SUPPORTED_METRICS)} (supported: {', '.join(SUPPORTED_METRICS)})")
-
-
-def _monitor_metrics(monitor):
-    if isinstance(monitor, str):
-        return [monitor]
-    if isinstance(monitor, dict):
-        return list(monitor)
-    return []
+def path_not_found(params, key, path):
+    """The one-line error for a configured file that does not exist: the absolute paths tried
+    and the resolution rule."""
+    tried = params.get("_paths_tried", {}).get(key, [path])
+    rule = params.get("_path_rule", "absolute path")
+    return UserError(f"{params['dataset_id']}: {key} file not found: {' or '.join(tried)} ({rule})")

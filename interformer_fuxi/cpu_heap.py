@@ -8,6 +8,11 @@ training speed of InterFormer and DIN alike (``docs/performance.md``). Turning `
 for the heap and never trimming it lets freed blocks be reused, as a caching allocator
 would; the cost is a higher resident peak (freed memory stays with the process).
 Set ``INTERFORMER_CPU_HEAP=0`` to keep glibc's defaults.
+
+A kept heap must be given back before DataLoader workers fork (``num_workers > 0``): the
+parent rewrites its reused pages during the epoch, and every page the workers still share
+is then copied, so a 15 GB heap (FuxiCTR's DMIN on AmazonElectronics_x1 at batch 1024)
+becomes 30 GB and the run is killed. :func:`release_freed_memory` trims it first.
 """
 import ctypes
 import ctypes.util
@@ -17,6 +22,7 @@ import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _applied = False
+_libc = None
 
 
 def keep_freed_memory():
@@ -24,9 +30,11 @@ def keep_freed_memory():
     global _applied
     if _applied or not sys.platform.startswith("linux") or os.environ.get("INTERFORMER_CPU_HEAP") == "0":
         return _applied
+    global _libc
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt
+        libc.malloc_trim  # noqa: B018  (release_freed_memory needs it too)
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
     # mallopt takes an int and glibc stores the threshold as a size_t: -1 is the largest
@@ -34,5 +42,18 @@ def keep_freed_memory():
     # DIN's steps, whose heap peaks above 4 GB: the trimmed pages were faulted in again.)
     _applied = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, -1))
     if _applied:
+        _libc = libc
         logging.debug("glibc heap: mmap off, never trimmed")
     return _applied
+
+
+def release_freed_memory():
+    """Give the kept heap's free pages back to the system (a no-op unless kept)."""
+    if _libc is not None:
+        _libc.malloc_trim(0)
+
+
+def before_workers_fork(data_loader):
+    """Trim the kept heap if iterating ``data_loader`` is about to fork worker processes."""
+    if getattr(data_loader, "num_workers", 0) > 0:
+        release_freed_memory()

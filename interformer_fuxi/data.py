@@ -14,6 +14,7 @@ import shutil
 import pandas as pd
 from fuxictr.preprocess import FeatureProcessor, build_dataset
 
+from .config import path_not_found
 from .errors import UserError
 
 SPLITS = ("train_data", "valid_data", "test_data")
@@ -59,11 +60,11 @@ def check_data_files(params):
     for key in SPLITS:
         path = params.get(key)
         if path and not os.path.isfile(path):
-            raise UserError(f"{params['dataset_id']}: {key} file not found: {path}")
-    for col in feature_columns(params):
-        emb = col.get("pretrained_emb")
+            raise path_not_found(params, key, path)
+    for col in params.get("feature_cols") or []:
+        emb = col.get("pretrained_emb") if isinstance(col, dict) else None
         if emb and not os.path.isfile(emb):
-            raise UserError(f"{params['dataset_id']}: pretrained_emb of {col['name']} not found: {emb}")
+            raise path_not_found(params, f"pretrained_emb of {col.get('name')}", emb)
 
 
 def check_csv_columns(params):

@@ -1,5 +1,5 @@
 """Model registry: the config's ``model:`` name -> a FuxiCTR 2.0 ``BaseModel`` class."""
-from .errors import UserError
+from .errors import UserError, suggest
 
 MODELS = {}
 
@@ -12,16 +12,15 @@ def register(model_class):
 
 def get_model(name, model_zoo=None):
     """The class for ``model: name``: from ``model_zoo`` (a FuxiCTR checkout's model_zoo/) when
-    that has a ``<name>/src`` folder, else a built-in model."""
+    one of its packages defines it (``external_zoo.locate``), else a built-in model."""
     from . import models  # noqa: F401  (importing registers the built-in models)
     if model_zoo:
-        from .external_zoo import available, find_model
+        from .external_zoo import available, class_names, find_model
         model_class = find_model(model_zoo, str(name))
         if model_class is not None:
             return model_class
     if name not in MODELS:
-        from .config import suggest
-        names = set(MODELS) | (set(available(model_zoo)) if model_zoo else set())
+        names = set(MODELS) | (class_names(model_zoo) if model_zoo else set())
         where = f"built-in: {', '.join(sorted(MODELS))}"
         where += f"; in {model_zoo}: {', '.join(available(model_zoo))}" if model_zoo else \
             "; FuxiCTR's own models run with --model_zoo <FuxiCTR checkout>/model_zoo"

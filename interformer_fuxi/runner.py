@@ -28,8 +28,9 @@ def parse_args(argv=None):
     parser.add_argument("--expid", required=True, help="experiment id in model_config.yaml")
     parser.add_argument("--gpu", type=int, default=-1, help="GPU index, -1 for CPU")
     parser.add_argument("--model_zoo", default=None,
-                        help="a FuxiCTR 2.0.x checkout's model_zoo/ folder: run its models "
-                             "(<model_zoo>/<Model>/src) under these configs (overrides the config key)")
+                        help="a FuxiCTR 2.0.x checkout's model_zoo/ folder: run its models (found in "
+                             "<Model>/src, <Folder>/model or <Model>/<Model>_torch/src) under these configs "
+                             "(overrides the config key)")
     args = parser.parse_args(argv)
     if args.model_zoo:
         args.model_zoo = os.path.abspath(args.model_zoo)
@@ -51,17 +52,20 @@ def prepare(config_dir, expid, gpu=-1, overrides=None, log=True):
     from fuxictr.pytorch.torch_utils import seed_everything
     from fuxictr.utils import print_to_json, set_logger
 
-    from .config import check_keys, load_expid
+    from .config import load_expid
+    from .config_keys import check_keys
     from .data import build_h5, check_csv_columns, check_data_files, is_built
+    from .external_zoo import source_file
     from .registry import get_model
 
     overrides = dict(overrides or {})
     # an overridden dataset_id selects the dataset section that is merged, not just the name
-    params = load_expid(config_dir, expid, dataset_id=overrides.pop("dataset_id", None))
+    params = load_expid(config_dir, expid, dataset_id=overrides.pop("dataset_id", None),
+                        model_zoo=overrides.pop("model_zoo", None))
     params.update(overrides)
     params["_model_keys"] = sorted(set(params["_model_keys"]) | set(overrides))
     model_class = get_model(params.get("model"), params.get("model_zoo"))
-    check_keys(params, model_class)
+    warnings = check_keys(params, model_class)
     csv_input = params.get("data_format", "csv") == "csv"
     if csv_input and not is_built(params):
         check_data_files(params)  # fail fast, before the log starts and the build runs
@@ -70,6 +74,11 @@ def prepare(config_dir, expid, gpu=-1, overrides=None, log=True):
     params.setdefault("verbose", 1)
     if log:
         set_logger(params)
+        logging.info("Model: %s from %s", model_class.__name__, source_file(model_class))
+        for line in params["_alias_notes"]:
+            logging.info(line)
+        for line in warnings:
+            logging.warning(line)
         logging.info("Params: " + print_to_json({k: v for k, v in params.items() if not k.startswith("_")}))
     if gpu >= 0 and not torch.cuda.is_available():
         logging.warning("--gpu %d requested but CUDA is not available: running on CPU", gpu)

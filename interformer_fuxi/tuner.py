@@ -39,9 +39,15 @@ def parse_args(argv=None):
                              "-1 the CPU (default: -1)")
     parser.add_argument("--tag", nargs="+", default=None,
                         help="run only these trials: full expids, indices (3 or 003) or hashes")
+    parser.add_argument("--model_zoo", default=None,
+                        help="a FuxiCTR 2.0.x checkout's model_zoo/ folder: its models run the trials, and a "
+                             "BARS yaml's base_config (../model_zoo/<Model>/config/) is found beside it")
     parser.add_argument("--dry-run", action="store_true",
                         help="write the expanded configs and list the trials without running them")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.model_zoo:
+        args.model_zoo = os.path.abspath(args.model_zoo)
+    return args
 
 
 @dataclass
@@ -95,6 +101,8 @@ class Sweep:
         out_file = open(out_path, "w")
         cmd = [sys.executable, "-u", RUN_EXPID, "--config", self.cfg.config_dir,
                "--expid", trial.expid, "--gpu", str(gpu)]
+        if self.cfg.model_zoo:
+            cmd += ["--model_zoo", self.cfg.model_zoo]
         proc = subprocess.Popen(cmd, stdout=out_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return Job(trial, slot, gpu, proc, out_path, out_file, time.time())
 
@@ -182,7 +190,7 @@ def summarize(cfg, trials, sweep_outcomes, results_csv, log_path):
 
 
 def tune(args):
-    cfg = load_tuner_config(args.config)
+    cfg = load_tuner_config(args.config, args.model_zoo)
     trials, datasets = enumerate_trials(cfg)
     selected = select_trials(trials, args.tag)
     config_dir = write_expanded(cfg, trials, datasets)

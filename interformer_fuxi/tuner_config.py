@@ -2,29 +2,34 @@
 
 The tuner yaml (FuxiCTR / BARS form)::
 
-    base_config: ../          # config folder of the base expid, relative to this yaml
+    base_config: ../          # config folder of the base expid
     base_expid: InterFormer_amazon
     dataset_id: amazonelectronics_x1   # optional, default: the base expid's
     tuner_space:              # key -> list of values (a scalar is one value)
         learning_rate: [1.e-1, 1.e-2, 1.e-3]
         head_hidden_units: [[1024, 512, 256], [512, 256, 128]]   # lists are listed
+        din_target_field: [!!python/tuple [item_id, cate_id]]      # FuxiCTR's field groups
         min_categr_count: [1, 2]                                   # dataset-level keys too
-    # optional, as FuxiCTR: inline model_config / dataset_config sections, used before
-    # (and overriding) those of base_config.
+    # optional, as FuxiCTR: inline model_config / dataset_config sections, used instead of
+    # those of base_config.
 
-Differences from FuxiCTR's ``enumerate_params``:
+The grid is FuxiCTR 2.0.4's ``autotuner.enumerate_params``, so a BARS user's sweep gets the
+same trials, in the same order, with the same expids (``<base>_<index>_<hash>``) and dataset
+ids (``<dataset_id>_<hash>`` for CSV data) as FuxiCTR gives for the same file, and resumes
+against the results CSV FuxiCTR would have written. Two departures: FuxiCTR's ``debug_mode``
+randomness (a random number in every hash) is left out, so expids are always reproducible;
+and a tuned dataset key works (FuxiCTR 2.0.4 fails with ``KeyError: 'model_id'`` on the
+second dataset combination).
 
-* every distinct dataset config gets its own ``dataset_id`` (``<dataset_id>_<hash>``) and so
-  its own data folder, also for CSV data with an ``h5`` ``data_format`` nowhere in sight;
-  FuxiCTR gives all combinations of an H5 dataset one id, so trials silently share data;
-* expids are ``<base>_<index>_<hash>`` with the hash taken over the trial's settings only
-  (FuxiCTR hashes the sorted *characters* of its JSON and adds randomness in debug mode),
-  so a rerun of the same yaml yields the same expids and can skip finished trials;
+Beyond FuxiCTR:
+
+* ``base_config`` resolves against the yaml's folder, else the working directory, else (with
+  ``--model_zoo``) FuxiCTR's ``benchmark/`` folder beside that model_zoo, where FuxiCTR's own
+  tuner runs (BARS's ``base_config: ../model_zoo/DIN/config/``); the first that exists wins;
 * the expanded ``model_config.yaml`` / ``dataset_config.yaml`` go to ``<yaml dir>/<yaml
-  name>/`` (FuxiCTR's place) file by file through a temporary file and a rename;
-* relative paths (``data_root``, ``train_data``, ``model_root``, …) keep meaning what they mean
-  in ``base_config``: the project convention resolves them against the folder holding the
-  config folder, so they are rewritten relative to the expanded folder's parent;
+  name>/`` (FuxiCTR's place) file by file through a temporary file and a rename, with their
+  relative paths rewritten so that they point where they pointed for the base config (see
+  :mod:`interformer_fuxi.config` for which folder that is);
 * mistakes (missing ``base_expid``, a key no part of the run reads, an empty value list, …)
   raise :class:`UserError` with one line naming the yaml and the key.
 """
@@ -36,10 +41,12 @@ import os
 from dataclasses import dataclass, field
 
 import yaml
+from fuxictr.utils import print_to_json
 
 from .atomic import atomic_write
-from .config import DATASET_KEYS, PATH_KEYS, RUNNER_KEYS, dump_yaml, init_keywords, read_sections, suggest
-from .errors import UserError
+from .config import PATH_KEYS, choose_base, dump_yaml, load_yaml, model_dir, path_bases, read_sections
+from .config_keys import ALIASES, DATASET_KEYS, IGNORED_KEYS, RUNNER_KEYS, init_keywords
+from .errors import UserError, suggest
 
 TOP_KEYS = ("base_config", "base_expid", "dataset_id", "tuner_space", "model_config", "dataset_config")
 
@@ -61,23 +68,21 @@ class Trial:
 @dataclass
 class TunerConfig:
     path: str                 # the tuner yaml, absolute
-    base_config: str          # the base config folder, absolute
+    base_config: str          # the base config folder, absolute (None with inline configs only)
     base_expid: str
     dataset_id: str           # the tuner's dataset id (before per-combination hashing)
     space: dict               # key -> list of values
-    model: dict               # Base + base expid section, paths as configured
-    dataset: dict             # the dataset section, paths as configured
-    dataset_keys: list = field(default_factory=list)  # tuned keys that belong to the dataset
+    model: dict               # FuxiCTR's model_dict: Base + base expid section + model_id, as configured
+    dataset: dict             # FuxiCTR's dataset_dict, as configured
+    path_base: str            # the folder the configured relative paths resolve against
+    dataset_keys: list = field(default_factory=list)  # tuned keys of the dataset section
+    model_keys: list = field(default_factory=list)    # tuned keys of the model settings
     expid_prefix: str = ""
+    model_zoo: str = None     # a FuxiCTR checkout's model_zoo/, for the trials' run_expid.py
 
     @property
     def name(self):
         return os.path.splitext(os.path.basename(self.path))[0]
-
-    @property
-    def project_root(self):
-        """Relative paths in base_config (and in this yaml's values) resolve against this."""
-        return os.path.dirname(self.base_config)
 
     @property
     def config_dir(self):
@@ -85,19 +90,20 @@ class TunerConfig:
         return os.path.join(os.path.dirname(self.path), self.name)
 
 
-def _short_hash(obj):
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.md5(text.encode("utf-8")).hexdigest()[:8]
+def fuxictr_hash(params):
+    """FuxiCTR's 8-digit id of a settings dict: md5 of the sorted characters of its
+    ``print_to_json`` text (order-free, so it is what FuxiCTR's expids and dataset ids carry)."""
+    return hashlib.md5("".join(sorted(print_to_json(params))).encode("utf-8")).hexdigest()[0:8]
 
 
-def load_tuner_config(path):
+def load_tuner_config(path, model_zoo=None):
     """Read and check a tuner yaml; raises UserError naming the yaml and the offending key."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise UserError(f"--config: tuner yaml not found: {path}")
     try:
         with open(path) as f:
-            raw = yaml.safe_load(f)
+            raw = load_yaml(f)
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
@@ -111,44 +117,75 @@ def load_tuner_config(path):
     space = raw.get("tuner_space")
     if not isinstance(space, dict) or not space:
         raise UserError(f"{path}: tuner_space is missing or empty (expected a mapping of key -> list of values)")
-
-    yaml_dir = os.path.dirname(path)
-    base_config = os.path.normpath(os.path.join(yaml_dir, str(raw.get("base_config", "."))))
-    if not os.path.isdir(base_config):
-        raise UserError(f"{path}: base_config folder not found: {base_config}")
-    models = read_sections(base_config, "model_config")
-    if not models and not raw.get("model_config"):
-        raise UserError(f"{path}: base_config folder {base_config} has no model_config.yaml "
-                        f"(base_config is relative to the tuner yaml, e.g. base_config: ../)")
-    models.update(_inline(raw, "model_config", path))
     base_expid = str(raw["base_expid"])
-    if base_expid not in models or base_expid == "Base":
-        raise UserError(f"{path}: base_expid {base_expid!r} is not in {base_config}/model_config.yaml"
-                        f"{suggest(base_expid, models)}")
-    model = copy.deepcopy(models.get("Base") or {})
-    model.update(copy.deepcopy(models[base_expid] or {}))
-    model.pop("model_id", None)
+    inline_models = _inline(raw, "model_config", path)
+    inline_datasets = _inline(raw, "dataset_config", path)
+    base_config = None
+    if not inline_models or not inline_datasets:
+        base_config = _base_config_dir(path, raw, model_zoo)
+
+    # FuxiCTR's model_dict: the inline section alone, else load_model_config (Base + expid + model_id)
+    if inline_models:
+        if base_expid not in inline_models:
+            raise UserError(f"{path}: base_expid {base_expid!r} is not in its model_config"
+                            f"{suggest(base_expid, inline_models)}")
+        model = copy.deepcopy(inline_models[base_expid] or {})
+    else:
+        models = read_sections(base_config, "model_config")
+        if base_expid not in models or base_expid == "Base":
+            raise UserError(f"{path}: base_expid {base_expid!r} is not in {base_config}/model_config.yaml"
+                            f"{suggest(base_expid, models)}")
+        model = copy.deepcopy(dict(models.get("Base") or {}, **(models[base_expid] or {})))
+        model["model_id"] = base_expid
 
     dataset_id = raw.get("dataset_id") or model.get("dataset_id")
     if dataset_id in (None, "TBD"):
         raise UserError(f"{path}: dataset_id is not set (base expid {base_expid} has dataset_id: "
                         f"{model.get('dataset_id', 'missing')}); add dataset_id to the tuner yaml")
     dataset_id = str(dataset_id)
-    datasets = read_sections(base_config, "dataset_config")
-    datasets.update(_inline(raw, "dataset_config", path))
+    # FuxiCTR's dataset_dict: the inline section, else load_dataset_config (which adds dataset_id)
+    datasets = inline_datasets or read_sections(base_config, "dataset_config")
     if dataset_id not in datasets:
-        raise UserError(f"{path}: dataset_id {dataset_id!r} is not in {base_config}/dataset_config.yaml"
-                        f"{suggest(dataset_id, datasets)}")
+        where = "its dataset_config" if inline_datasets else f"{base_config}/dataset_config.yaml"
+        raise UserError(f"{path}: dataset_id {dataset_id!r} is not in {where}{suggest(dataset_id, datasets)}")
     dataset = copy.deepcopy(datasets[dataset_id] or {})
-    # FuxiCTR renames a template expid (dataset_id: TBD) to <model>_<dataset_id>
-    prefix = base_expid if model.get("dataset_id") not in (None, "TBD") else f"{model.get('model')}_{dataset_id}"
-    model["dataset_id"] = dataset_id
+    if not inline_datasets:
+        dataset = dict(dataset_id=dataset_id, **{k: v for k, v in dataset.items() if k != "dataset_id"})
+    prefix = base_expid
+    if model.get("dataset_id") == "TBD":  # FuxiCTR renames a template expid to <model>_<dataset_id>
+        model["dataset_id"] = dataset_id
+        prefix = f"{model.get('model')}_{dataset_id}"
 
+    config_parent = os.path.dirname(base_config) if base_config else os.path.dirname(path)
+    bases = path_bases(config_parent, model_dir(model_zoo, model.get("model")))
+    chosen = choose_base(dict(dataset, dataset_id=dataset_id), bases)
     cfg = TunerConfig(path=path, base_config=base_config, base_expid=base_expid,
                       dataset_id=dataset_id, space={}, model=model, dataset=dataset,
-                      expid_prefix=prefix)
+                      path_base=(chosen or bases[0])[0], expid_prefix=prefix, model_zoo=model_zoo)
     _check_space(cfg, space)
     return cfg
+
+
+def _base_config_dir(path, raw, model_zoo):
+    """``base_config`` against the yaml's folder, the working directory or FuxiCTR's benchmark/."""
+    value = str(raw.get("base_config", "."))
+    bases = [os.path.dirname(path), os.getcwd()]
+    if model_zoo:
+        bases.append(os.path.join(os.path.dirname(model_zoo), "benchmark"))
+    tried = [os.path.normpath(os.path.join(b, value)) for b in bases]
+    # FuxiCTR v2.0.4 moved DCN, DNN, DeepFM, ... into <Folder>/<Folder>_torch/: BARS's yamls
+    # still name <Folder>/config
+    moved = [os.path.join(os.path.dirname(t), os.path.basename(os.path.dirname(t)) + "_torch", "config")
+             for t in tried if os.path.basename(t) == "config"]
+    found = next((t for t in tried + moved if os.path.isdir(t)), None)
+    if found is None:
+        raise UserError(f"{path}: base_config folder not found: {' or '.join(tried)} (base_config resolves "
+                        f"against the yaml's folder, the working directory"
+                        f"{', FuxiCTR benchmark/ beside --model_zoo' if model_zoo else ''})")
+    if not read_sections(found, "model_config"):
+        raise UserError(f"{path}: base_config folder {found} has no model_config.yaml "
+                        f"(base_config names the config folder of base_expid, e.g. base_config: ../)")
+    return found
 
 
 def _inline(raw, key, path):
@@ -160,8 +197,8 @@ def _inline(raw, key, path):
 
 def _check_space(cfg, space):
     from .registry import get_model
-    model_class = get_model(cfg.model.get("model"))
-    model_valid = set(cfg.model) | RUNNER_KEYS | init_keywords(model_class)
+    model_class = get_model(cfg.model.get("model"), cfg.model_zoo)
+    model_valid = set(cfg.model) | RUNNER_KEYS | init_keywords(model_class) | set(ALIASES) | set(IGNORED_KEYS)
     dataset_valid = set(cfg.dataset) | (DATASET_KEYS - RUNNER_KEYS)
     for key, values in space.items():
         key = str(key)
@@ -173,12 +210,19 @@ def _check_space(cfg, space):
         if not values:
             raise UserError(f"{cfg.path}: tuner_space.{key} is an empty list; give at least one value")
         base = cfg.dataset.get(key, cfg.model.get(key))
-        if isinstance(base, list) and not all(isinstance(v, list) for v in values):
+        # FuxiCTR's field groups are lists of tuples, and a tuple is one group: only a bare value
+        # where the base has a list is a mistake (head_hidden_units: [512, 256] = two trials)
+        if isinstance(base, list) and not all(isinstance(v, (list, tuple)) or v is None for v in values):
             raise UserError(f"{cfg.path}: tuner_space.{key} takes lists ({key}: {json.dumps(base)} in the base "
                             f"config), so give a list of them, e.g. {key}: [{json.dumps(base)}]")
-        if key in dataset_valid:
+        # as FuxiCTR, a key of the base dataset section is tuned there, one of the base model
+        # settings there (both, if both have it); a new key goes where it is read
+        in_dataset = key in cfg.dataset or (key not in cfg.model and key in dataset_valid)
+        if in_dataset:
             cfg.dataset_keys.append(key)
-        elif key not in model_valid:
+        if key in cfg.model or not in_dataset:
+            cfg.model_keys.append(key)
+        if not in_dataset and key not in model_valid:
             raise UserError(f"{cfg.path}: unknown key {key!r} in tuner_space"
                             f"{suggest(key, model_valid | dataset_valid)} (model {cfg.model.get('model')} "
                             f"and dataset {cfg.dataset_id} do not read it)")
@@ -189,25 +233,38 @@ def _check_space(cfg, space):
                         f"datasets can be rebuilt per trial")
 
 
-def enumerate_trials(cfg):
-    """All grid points, in ``tuner_space`` order (last key fastest); returns (trials, datasets).
+def _combinations(settings, space):
+    """FuxiCTR's product: every key of ``settings`` in order, tuned keys over their values."""
+    keys = list(settings)
+    choices = [space[k] if k in space else [settings[k]] for k in keys]
+    return [dict(zip(keys, values)) for values in itertools.product(*choices)]
 
-    ``datasets`` maps each dataset id the trials use to its section (paths as configured).
+
+def enumerate_trials(cfg):
+    """All grid points in FuxiCTR's order and naming; returns (trials, datasets).
+
+    As FuxiCTR: the product runs over the base settings' keys in their order (last fastest),
+    tuned keys over their values, and over the dataset combinations innermost; keys tuned but
+    absent from the base settings (FuxiCTR refuses them) come last. ``datasets`` maps each
+    dataset id the trials use to its section (paths as configured).
     """
-    keys = list(cfg.space)
+    model_space = {k: cfg.space[k] for k in cfg.model_keys}
+    model = dict(cfg.model, **{k: None for k in model_space if k not in cfg.model})
+    dataset = dict(cfg.dataset, **{k: None for k in cfg.dataset_keys if k not in cfg.dataset})
+    dataset_combos = {}
+    for combo in _combinations(dataset, cfg.space):
+        csv = combo.get("data_format", "csv") != "h5"
+        dataset_combos[f"{cfg.dataset_id}_{fuxictr_hash(combo)}" if csv else cfg.dataset_id] = combo
     trials, datasets = [], {}
-    for index, values in enumerate(itertools.product(*(cfg.space[k] for k in keys)), start=1):
-        tuned = dict(zip(keys, values))
-        dataset = copy.deepcopy(cfg.dataset)
-        dataset.update({k: copy.deepcopy(v) for k, v in tuned.items() if k in cfg.dataset_keys})
-        # one data folder per distinct dataset config; untuned datasets keep their id (and data)
-        dataset_id = f"{cfg.dataset_id}_{_short_hash(dataset)}" if cfg.dataset_keys else cfg.dataset_id
-        datasets.setdefault(dataset_id, dataset)
-        section = copy.deepcopy(cfg.model)
-        section.update({k: copy.deepcopy(v) for k, v in tuned.items() if k not in cfg.dataset_keys})
+    pairs = itertools.product(_combinations(model, model_space), dataset_combos.items())
+    for index, (settings, (dataset_id, combo)) in enumerate(pairs, start=1):
+        section = copy.deepcopy(settings)
         section["dataset_id"] = dataset_id
-        section.setdefault("model_root", "checkpoints/")  # the runner's default, kept at the project root
-        expid = f"{cfg.expid_prefix}_{index:03d}_{_short_hash(section)}"
+        section.pop("model_id", None)
+        expid = f"{cfg.expid_prefix}_{index:03d}_{fuxictr_hash(section)}"
+        section.setdefault("model_root", "checkpoints/")  # after the hash, as FuxiCTR's default is implicit
+        datasets.setdefault(dataset_id, {k: copy.deepcopy(v) for k, v in combo.items() if k != "dataset_id"})
+        tuned = {k: (section if k in cfg.model_keys else combo)[k] for k in cfg.space}
         trials.append(Trial(index=index, expid=expid, dataset_id=dataset_id, section=section, tuned=tuned))
     return trials, datasets
 
@@ -257,12 +314,12 @@ def write_expanded(cfg, trials, datasets):
     """Write ``model_config.yaml`` (one section per trial) and ``dataset_config.yaml`` into
     ``cfg.config_dir``; returns that folder."""
     out = cfg.config_dir
-    target = os.path.dirname(out)  # the project convention resolves paths against this
+    target = os.path.dirname(out)  # a run resolves the folder's paths against this first
     header = f"# Expanded from {os.path.basename(cfg.path)} by run_param_tuner.py; regenerated on each run.\n"
     write_yaml_atomic(os.path.join(out, "dataset_config.yaml"),
-                      {k: rebase_paths(v, cfg.project_root, target) for k, v in datasets.items()}, header)
+                      {k: rebase_paths(v, cfg.path_base, target) for k, v in datasets.items()}, header)
     write_yaml_atomic(os.path.join(out, "model_config.yaml"),
-                      {t.expid: rebase_paths(t.section, cfg.project_root, target) for t in trials}, header)
+                      {t.expid: rebase_paths(t.section, cfg.path_base, target) for t in trials}, header)
     return out
 
 
@@ -271,5 +328,4 @@ def resolved(section, cfg, key):
     value = section.get(key)
     if not value:
         return None
-    return value if os.path.isabs(value) else os.path.normpath(os.path.join(cfg.project_root, value))
-
+    return value if os.path.isabs(value) else os.path.normpath(os.path.join(cfg.path_base, value))

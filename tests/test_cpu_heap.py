@@ -40,3 +40,22 @@ def test_the_heap_setting_can_be_turned_off():
     applied, held, after = _run(INTERFORMER_CPU_HEAP="0")
     assert not applied
     assert after < held - 1000, (held, after)  # glibc's defaults: the block went back to the system
+
+
+def test_the_kept_heap_is_given_back_before_data_loader_workers_fork():
+    # Forked workers share the heap's pages; the parent's reuse would then copy every one.
+    script = SCRIPT.replace("print(applied, held, rss())", """
+from interformer_fuxi.cpu_heap import before_workers_fork
+class Loader: num_workers = 0
+before_workers_fork(Loader())
+kept = rss()
+Loader.num_workers = 2
+before_workers_fork(Loader())
+print(applied, held, kept, rss())
+""")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.split()
+    held, kept, trimmed = map(int, out[1:])
+    assert out[0] == "True"
+    assert kept > held - 100, (held, kept)  # no workers: the heap stays for the next step
+    assert trimmed < held - 1000, (held, trimmed)  # workers about to fork: given back first

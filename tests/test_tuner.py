@@ -153,8 +153,13 @@ def test_bars_export_folder(sweep, monkeypatch, capsys):
                                                  best + ".log"])
     assert not glob.glob(str(root / ".InterFormer_tiny_amazon*"))
     readme = (folder / "README.md").read_text()
-    heads = [l for l in readme.splitlines() if l.startswith("## ")]
-    assert heads == ["## Environments", "## Dataset", "## Code", "## Results", "## Logs"]
+    # the section layout of every BARS result README (e.g. BARS's DIN_amazonelectronics_x1)
+    heads = [l for l in readme.splitlines() if l.startswith("#")]
+    assert heads == ["## InterFormer_tiny_amazon", "### Environments", "### Dataset", "### Code",
+                     "### Results", "### Logs"]
+    assert "| [Environments](#Environments) | [Dataset](#Dataset) | [Code](#Code) | [Results](#Results) | " \
+           "[Logs](#Logs) |" in readme
+    assert "+ Hardware" in readme and "+ Software" in readme
     env = (folder / "environments.txt").read_text().strip().splitlines()
     assert env[-1].startswith("fuxictr: 2.0") and any(l.startswith("CPU: ") for l in env)
     assert env[-1] in readme
@@ -175,6 +180,26 @@ def test_bars_export_folder(sweep, monkeypatch, capsys):
     assert params["min_categr_count"] == swept["min_categr_count"]  # the best trial's own data setting
 
 
+def test_bars_export_folder_runs_again_unmodified_with_the_same_metrics(sweep, monkeypatch, capsys, tmp_path):
+    root, yaml_path, result = sweep
+    assert result.returncode == 0
+    rc, out, err = run_in(monkeypatch, capsys, root / "work", bars_export.main,
+                          "--tuner-config", yaml_path, "--out-dir", root / "exports")
+    assert rc == 0, err
+    folder = root / "exports" / "InterFormer_tiny_amazon"
+    best = summary_rows(root / "work" / "tiny_tuner_config_summary.csv")[0]["exp_id"]
+    elsewhere = tmp_path / "elsewhere"  # any working directory: the folder's paths do not depend on it
+    elsewhere.mkdir()
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # as the sweep ran (run_tuner)
+    rerun = subprocess.run([sys.executable, os.path.join(REPO, "run_expid.py"), "--config", str(folder),
+                            "--expid", best, "--gpu", "-1"], cwd=elsewhere, capture_output=True, text=True,
+                           timeout=300, env=env)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    again = read_results(elsewhere / "InterFormer_tiny_amazon.csv")[best]
+    exported = read_results(folder / "results.csv")[best]
+    assert again["val"] == exported["val"] and again["test"] == exported["test"]
+
+
 def test_export_errors(sweep, tmp_path, monkeypatch, capsys):
     root, yaml_path, _ = sweep
     rc, _, err = run_in(monkeypatch, capsys, root / "work", bars_export.main, "--tuner-config", yaml_path,
@@ -190,8 +215,11 @@ def test_failing_trial_is_reported_and_the_other_finishes(tmp_path):
     yaml_path = write_tuner(root, "crash_tuner_config", {"interleave_mode": ["bogus", "int"]})
     result = run_tuner(root / "work", "--config", yaml_path, "--gpu", -1, -1)
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
-    failed, good = [t.expid for t in enumerate_trials(load_tuner_config(yaml_path))[0]]
-    out_path = root / "checkpoints" / "tiny_amazon" / (failed + ".out")
+    trials = enumerate_trials(load_tuner_config(yaml_path))[0]
+    failed, good = [t.expid for t in trials]
+    # a CSV dataset gets FuxiCTR's <dataset_id>_<hash> id, so the trials' own data folder
+    assert trials[0].dataset_id.startswith("tiny_amazon_")
+    out_path = root / "checkpoints" / trials[0].dataset_id / (failed + ".out")
     assert f"FAILED {failed} (cpu, exit 2): error: {failed}: interleave_mode must be one of" in result.stdout
     assert f"log: {out_path}" in result.stdout and "interleave_mode" in out_path.read_text()
     assert f"done   {good}" in result.stdout
@@ -238,7 +266,8 @@ def test_tags_select_exactly_and_expids_are_stable(tmp_path, capsys):
     root = make_project(tmp_path)
     path = write_tuner(root, "grid", {"learning_rate": [1.e-1, 1.e-2, 1.e-3], "num_heads": [1, 2, 4, 8]})
     trials, datasets = enumerate_trials(load_tuner_config(path))
-    assert len(trials) == 12 and list(datasets) == ["tiny_amazon"]  # model keys keep the data
+    # model keys keep one dataset, named as FuxiCTR names a CSV dataset of a grid
+    assert len(trials) == 12 and len(datasets) == 1 and list(datasets)[0].startswith("tiny_amazon_")
     assert [t.index for t in select_trials(trials, ["1"])] == [1]  # not 10, 11, 12
     assert [t.index for t in select_trials(trials, ["011", trials[2].hash, trials[4].expid])] == [3, 5, 11]
     assert trials[10].tuned == {"learning_rate": 1.e-3, "num_heads": 4}
@@ -269,7 +298,7 @@ def test_bars_tuner_configs_expand(tmp_path):
     for dataset_id in bases:
         cfg = load_tuner_config(tmp_path / "config" / "tuner" / f"InterFormer_{dataset_id}_tuner_config.yaml")
         trials, data = enumerate_trials(cfg)
-        assert len(trials) == 3 * 4 * 2 * 3 * 3 and list(data) == [dataset_id]
+        assert len(trials) == 3 * 4 * 2 * 3 * 3 and len(data) == 1 and list(data)[0].startswith(dataset_id + "_")
         assert sorted({t.section["learning_rate"] for t in trials}) == [1e-3, 1e-2, 1e-1]
         assert sorted({t.section["num_heads"] for t in trials}) == [1, 2, 4, 8]
         first = trials[0].section

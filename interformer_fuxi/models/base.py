@@ -21,6 +21,7 @@ from fuxictr.pytorch.models import BaseModel
 from tqdm import tqdm
 
 from .. import metrics as ctr_metrics
+from ..cpu_heap import before_workers_fork
 
 # ``torch_compile``: off, on (inductor's default), or one of torch.compile's modes
 COMPILE_MODES = (False, None, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -100,6 +101,7 @@ class CTRModel(BaseModel):
         # times only; FuxiCTR's loop (and its validation passes inside the epoch) runs unchanged
         self._eval_seconds = 0.0
         start = time.perf_counter()
+        before_workers_fork(data_generator)
         super().train_epoch(data_generator)
         self.fit_history["epoch_seconds"].append(time.perf_counter() - start)
         self.fit_history["eval_seconds"].append(self._eval_seconds)
@@ -130,6 +132,7 @@ class CTRModel(BaseModel):
     def evaluate(self, data_generator, metrics=None):
         self.eval()
         y_pred, y_true, group_id = [], [], []
+        before_workers_fork(data_generator)
         with torch.no_grad():
             batches = tqdm(data_generator, file=sys.stdout) if self._verbose > 0 else data_generator
             for batch_data in batches:
@@ -146,6 +149,7 @@ class CTRModel(BaseModel):
 
     def predict(self, data_generator):
         self.eval()
+        before_workers_fork(data_generator)
         with torch.no_grad():
             preds = [self.predict_batch(b.to(self.device, non_blocking=True)).cpu() for b in data_generator]
         return torch.cat(preds).double().numpy()
