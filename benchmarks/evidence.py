@@ -99,12 +99,19 @@ def jsonable(params):
 def run_key(params):
     """Hash of what the run computes: equal settings from different suites share one run."""
     content = {k: v for k, v in jsonable(params).items() if k not in VOLATILE_KEYS}
+    if content.get("model_zoo"):  # FuxiCTR's model, wherever its checkout lives
+        content["model_zoo"] = "FuxiCTR"
     return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def make_spec(ctx, entry, lr, seed, stage):
     template = template_of(entry, ctx.tiny)
     overrides = run_overrides(ctx.protocol, entry, ctx.dataset, lr, seed)
+    if entry.fuxictr:  # FuxiCTR's own model: from --model-zoo
+        if not ctx.model_zoo:
+            raise UserError(f"entry {entry.name!r} runs FuxiCTR's {entry.model}: pass --model-zoo "
+                            f"<FuxiCTR v2.0.4 checkout>/model_zoo")
+        overrides["model_zoo"] = ctx.model_zoo
     try:
         key = run_key(resolve(ctx.config, template, overrides))
     except UserError:  # e.g. an unknown template: keyed by its settings, it fails when run
@@ -220,7 +227,8 @@ class Context:
     """Settings shared by every run of one invocation."""
 
     def __init__(self, dataset, config, protocol, results_root, tiny=False, jobs=1, threads=None,
-                 gpu=-1, keep_checkpoints=False, retry_failed=False):
+                 gpu=-1, keep_checkpoints=False, retry_failed=False, model_zoo=None):
+        self.model_zoo = os.path.abspath(model_zoo) if model_zoo else None
         self.dataset, self.config, self.protocol, self.tiny = dataset, os.path.abspath(config), protocol, tiny
         self.results_dir = os.path.join(results_root, dataset)
         self.jobs = jobs
@@ -442,6 +450,8 @@ def parse_args(argv=None):
     parser.add_argument("--report", action="store_true", help="only rebuild tables and charts from the cache")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     parser.add_argument("--keep-checkpoints", action="store_true")
+    parser.add_argument("--model-zoo", help="FuxiCTR v2.0.4's model_zoo/ folder, for the entries that run "
+                                            "FuxiCTR's own models")
     parser.add_argument("--config", default=os.path.join(REPO, "config"))
     parser.add_argument("--protocol", default=DEFAULT_PROTOCOL)
     parser.add_argument("--results", default=DEFAULT_RESULTS, help="cache and report folder")
@@ -464,7 +474,7 @@ def main(argv=None):
             protocol["lrs"] = args.lrs
         suites = [SUITES[s] for s in (sorted(SUITES) if "all" in args.suite else args.suite)]
         ctx = Context(args.dataset, args.config, protocol, args.results, args.tiny, args.jobs,
-                      args.threads, args.gpu, args.keep_checkpoints, args.retry_failed)
+                      args.threads, args.gpu, args.keep_checkpoints, args.retry_failed, args.model_zoo)
         run_suites(ctx, suites, lambda s: args.seeds or s.seeds, report_only=args.report)
     except UserError as exc:
         return report_error(exc)
