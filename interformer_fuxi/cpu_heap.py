@@ -11,8 +11,9 @@ Set ``INTERFORMER_CPU_HEAP=0`` to keep glibc's defaults.
 
 A kept heap must be given back before DataLoader workers fork (``num_workers > 0``): the
 parent rewrites its reused pages during the epoch, and every page the workers still share
-is then copied, so a 15 GB heap (FuxiCTR's DMIN on AmazonElectronics_x1 at batch 1024)
-becomes 30 GB and the run is killed. :func:`release_freed_memory` trims it first.
+is then copied. FuxiCTR's DMIN on AmazonElectronics_x1 (batch 1024, a 16 GB heap on the
+BARS check's stand-in data) was killed for memory at its second epoch's fork on this 24 GB
+machine; with :func:`release_freed_memory` trimming first it finishes.
 """
 import ctypes
 import ctypes.util
