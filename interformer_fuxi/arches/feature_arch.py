@@ -7,6 +7,7 @@ from fuxictr.pytorch.layers import FeatureEmbeddingDict
 from torch import nn
 
 from ..layers import MaskNetMerge
+from ..layers.capture import capturing_graph
 
 
 def width_projections(embedding_layer, fields, embedding_dim):
@@ -120,7 +121,7 @@ class FeatureArch(nn.Module):
 
     def merge_sequence(self, ids):
         """``ids [B, T, k]`` -> LayerNorm(MaskNet merge of the k embeddings) ``[B, T, d]``."""
-        if self.dedup_radix is None or ids.device.type != "cpu" or torch.compiler.is_compiling():
+        if self.dedup_radix is None or ids.device.type != "cpu" or capturing_graph():
             return self._merge(ids)
         key = ids[..., 0]
         for i, size in enumerate(self.dedup_radix[1:], 1):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .capture import capturing_graph
 from .column_qkv import column_qkv
 from .fused_attention import fused_attention, fused_attention_applies
 from .rope import RotaryEmbedding
@@ -134,7 +135,7 @@ class RotaryMultiheadAttention(nn.Module):
     def _eager_cpu(x) -> bool:
         """Where the step may read the batch on the host to pick a path: free on the CPU (a
         sync on a GPU) and outside ``torch.compile`` (which wants one graph)."""
-        return x.device.type == "cpu" and not torch.compiler.is_compiling()
+        return x.device.type == "cpu" and not capturing_graph()
 
     def _positions_are_columns(self, x, mask, positions) -> bool:
         """Whether every valid token's position is its column (full or post-padded rows),

@@ -14,6 +14,8 @@ from typing import Optional
 
 import torch
 
+from .capture import capturing_graph
+
 _KERNELS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kernels")
 ISA_FLAGS = {  # PyTorch's own CPU capability: the instructions this machine runs
     "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"],
@@ -51,7 +53,7 @@ class CpuKernel:
         """Whether the kernel can take these tensors: float32 on the CPU, in eager mode without
         autocast, and the kernel built (the callers check their shapes)."""
         return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-                and not torch.compiler.is_compiling() and not torch.is_autocast_enabled("cpu")
+                and not capturing_graph() and not torch.is_autocast_enabled("cpu")
                 and self() is not None)
 
     def _build(self):

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .capture import capturing_graph
 from .fused_seed_pool import fused_seed_pool, fused_seed_pool_applies
 
 
@@ -85,9 +86,10 @@ class PMA(nn.Module):
         has_key = mask.any(dim=-1)
         # Samples without keys attend to all slots (finite), then are zeroed.
         attn_mask = (mask | ~has_key.unsqueeze(-1)).unsqueeze(-1)              # [B, N, 1]
-        # (not under autocast, whose dtypes the forward would mix into the hand-written backward)
+        # (not under autocast, whose dtypes the forward would mix into the hand-written backward,
+        # nor in a captured graph, which holds plain ops, not an autograd Function)
         if (self.pool_backward_by_hand and not (self.training and self.attention_dropout > 0)
-                and not torch.is_autocast_enabled(S.device.type)):
+                and not torch.is_autocast_enabled(S.device.type) and not capturing_graph()):
             if self.fused_cpu_pool and fused_seed_pool_applies(S, q_keys):
                 pooled = fused_seed_pool(S, q_keys, attn_mask.squeeze(-1), 1.0 / math.sqrt(dh), gather)
                 if gather is not None:

@@ -4,6 +4,8 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from .capture import capturing_graph
+
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """``[x1, x2] -> [-x2, x1]`` on the last axis (the rotate-half pairing)."""
@@ -59,7 +61,10 @@ class RotaryEmbedding(nn.Module):
 
     def _grow(self, positions, bound):
         """Make the tables cover the positions; ``bound``, a known upper bound (e.g. ``N`` for
-        :func:`valid_positions` ranks), spares the host sync of reading ``positions.max()``."""
+        :func:`valid_positions` ranks), spares the host sync of reading ``positions.max()``. A
+        captured graph keeps the tables as built (its sequence length is symbolic)."""
+        if capturing_graph():
+            return
         needed = int(bound) if bound is not None else (int(positions.max().item()) + 1 if positions.numel() else 0)
         if needed > self.cos_cached.shape[0]:
             # Grow geometrically so a slowly increasing max position rebuilds rarely.
@@ -79,7 +84,7 @@ class RotaryEmbedding(nn.Module):
         positions = positions.long()
         cos = self.cos_cached[:, :half][positions].reshape(shape).to(x.dtype)
         sin = self.sin_cached[:, :half][positions].reshape(shape).to(x.dtype)
-        if torch.compiler.is_compiling():  # the compiler fuses the plain form and derives its backward
+        if capturing_graph():  # a compiler fuses the plain form and derives its backward; an exported graph holds no autograd Function
             x1, x2 = x.chunk(2, dim=-1)
             return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
         return _Rotate.apply(x, cos, sin)

@@ -71,6 +71,13 @@ class CTRModel(BaseModel):
         enabled = self._mixed_precision == "bf16" and self.device.type == "cuda"
         return torch.autocast("cuda", dtype=torch.bfloat16, enabled=enabled)
 
+    def get_inputs(self, inputs, feature_source=None):
+        """FuxiCTR's feature dict of a batch tensor; a dict of feature tensors (the serving
+        wrapper's named inputs, :mod:`interformer_fuxi.serving`) passes through."""
+        if isinstance(inputs, dict):
+            return inputs
+        return super().get_inputs(inputs, feature_source)
+
     def predict_batch(self, batch_data):
         """``y_pred [B]`` in float32 for one batch already on the device."""
         with self.autocast():

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..arches import CrossArch, EarlyAggregation, FeatureArch, InteractionArch, SequenceArch
 from ..layers import length_groups
+from ..layers.capture import capturing_graph
 from ..registry import register
 from .base import CTRModel
 
@@ -130,7 +131,7 @@ class InterFormer(CTRModel):
         the grouping costs a host sync and more kernel launches) and ``torch.compile`` (one
         shape per graph) run the whole padded batch.
         """
-        if self.mode == "sole" or not self.skip_padding or torch.compiler.is_compiling():
+        if self.mode == "sole" or not self.skip_padding or capturing_graph():
             return _concat(*self.encode(X_dict)[:2])
         X, ids, mask = self.feature_arch.tokens(X_dict)
         groups = (length_groups(mask, self.cross_arch.num_cls_tokens) if ids.device.type == "cpu"

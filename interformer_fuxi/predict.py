@@ -1,0 +1,146 @@
+"""``python -m interformer_fuxi.predict --expid X --data new.csv --out scores.csv [--gpu 0]``.
+
+Scores new rows with a trained run: its best checkpoint, and the feature processor (the
+vocabularies, the normalisers) that built its H5 data. The CSV is checked first, in one
+vectorised pass (:mod:`interformer_fuxi.validate`: the header, the field counts, integer and
+numeric columns, sequence separators), so bad input stops with one line naming the file,
+line and column before anything is written. It is then read in chunks and encoded exactly
+as FuxiCTR's build encodes a split: unseen ids become the out-of-vocabulary index. The label
+column is optional, and so are the ``meta`` columns. The output holds the input's id columns
+(the dataset's ``group_id`` and its ``meta`` columns, as they are in the input) and
+``score``, the click probability, one row per input row in input order. It is written
+atomically: complete, or not at all.
+"""
+import argparse
+import os
+import pickle
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .errors import UserError, report
+from .runner import DEFAULT_CONFIG
+
+CHUNK_ROWS = 100_000
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description="Score a CSV with a trained expid.")
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="config directory of the training run")
+    parser.add_argument("--expid", required=True, help="experiment id, trained with run_expid.py")
+    parser.add_argument("--data", required=True, help="CSV with the dataset's feature columns (label optional)")
+    parser.add_argument("--out", required=True, help="output CSV: the id columns and score")
+    parser.add_argument("--gpu", type=int, default=-1, help="GPU index, -1 for CPU")
+    parser.add_argument("--batch_size", type=int, default=None, help="rows per forward pass "
+                                                                      "(default: the expid's batch_size)")
+    parser.add_argument("--chunk_rows", type=int, default=CHUNK_ROWS, help="CSV rows read at a time")
+    parser.add_argument("--model_zoo", default=None, help="FuxiCTR model_zoo/ folder, as for run_expid.py")
+    return parser.parse_args(argv)
+
+
+def read_header(path, sep):
+    import csv
+
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: data file not found")
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return next(csv.reader([f.readline().rstrip("\r\n")], delimiter=sep), [])
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def scoring_params(params, header):
+    """The dataset config as the scoring CSV needs it: no fixed header, label and ``meta``
+    columns only where the CSV has them."""
+    from .data import feature_columns, label_columns
+
+    has = lambda name: name in header
+    cols = [c for c in feature_columns(params) if c.get("type") != "meta" or has(c["name"])]
+    labels = [c for c in label_columns(params) if has(c["name"])]
+    return dict(params, csv_header=None, feature_cols=cols, label_col=labels)
+
+
+def id_columns(params, header):
+    """The input's id columns: ``group_id`` and the ``meta`` columns, where present."""
+    from .data import feature_columns
+
+    names = [params.get("group_id")] + [c["name"] for c in feature_columns(params) if c.get("type") == "meta"]
+    return [n for n in dict.fromkeys(names) if n and n in header]
+
+
+def load_processor(params):
+    data_dir = os.path.join(params["data_root"], params["dataset_id"])
+    path = os.path.join(data_dir, "feature_processor.pkl")
+    if not os.path.isfile(path):
+        raise UserError(f"{params['model_id']}: no feature processor at {path}; train the expid first "
+                        f"(python run_expid.py --expid {params['model_id']})")
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def encode_chunk(processor, feature_map, chunk):
+    """One CSV chunk (strings) -> the ``[rows, columns]`` array FuxiCTR's H5 loader would give."""
+    absent = [c["name"] for c in processor.feature_cols if c.get("type") == "meta"] + feature_map.labels
+    for name in absent:
+        if name not in chunk.columns:
+            chunk[name] = "0"  # a label or meta column the CSV lacks: not a model input, any value will do
+    data = processor.transform(processor.preprocess(chunk))
+    columns = []
+    for name in list(feature_map.features) + feature_map.labels:
+        columns.append(data[name].reshape(len(chunk), -1))
+    return np.hstack(columns)
+
+
+def score_file(model, params, path, out, batch_size=None, chunk_rows=CHUNK_ROWS):
+    """Score ``path`` into ``out``; returns the number of rows scored."""
+    import pandas as pd
+
+    from .atomic import atomic_write
+    from .validate import column_checks, validate_file
+
+    sep = params.get("sep", ",")
+    header = read_header(path, sep)
+    checked = scoring_params(params, header)
+    rows = validate_file(path, checked, column_checks(checked)).rows
+    processor = load_processor(params)
+    ids = id_columns(params, header)
+    wanted = set(processor.dtype_dict) | set(ids)
+    batch_size = batch_size or int(params.get("batch_size", 1024))
+    model.eval()
+    try:
+        with atomic_write(out, newline="") as f, tqdm(total=rows, unit="rows", desc="score", disable=None) as bar:
+            f.write(",".join(ids + ["score"]) + "\n")
+            for chunk in pd.read_csv(path, sep=sep, dtype=object, chunksize=chunk_rows,
+                                     usecols=lambda c: c in wanted):  # read as FuxiCTR's build reads
+                kept = chunk[ids].copy()
+                batch = torch.from_numpy(encode_chunk(processor, model.feature_map, chunk))
+                with torch.no_grad():
+                    scores = torch.cat([model.predict_batch(b.to(model.device)).cpu()
+                                        for b in batch.split(batch_size)])
+                kept["score"] = scores.double().numpy()
+                kept.to_csv(f, header=False, index=False, float_format="%.9g")
+                bar.update(len(chunk))
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write the scores ({exc.strerror or exc})") from None
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from .runner import load_trained
+
+    try:
+        overrides = {"model_zoo": os.path.abspath(args.model_zoo)} if args.model_zoo else None
+        params, _, model = load_trained(args.config, args.expid, args.gpu, overrides)
+        rows = score_file(model, params, args.data, args.out, args.batch_size, args.chunk_rows)
+    except UserError as exc:
+        return report(exc)
+    print(f"Scored {rows} rows of {args.data} with {args.expid}: {os.path.abspath(args.out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

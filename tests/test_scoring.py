@@ -1,0 +1,139 @@
+"""Batch scoring of a CSV with a trained run (``python -m interformer_fuxi.predict``): the same
+scores as ``model.predict`` on the H5 split, unseen ids as FuxiCTR encodes them, an optional
+label, and one-line errors with nothing written."""
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import REPO
+
+EXPID = "InterFormer_tiny"
+
+
+def cli(module, *args, cwd):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", f"interformer_fuxi.{module}", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny project with ``InterFormer_tiny`` trained for one epoch; the model and its test split."""
+    from fuxictr.pytorch.dataloaders import H5DataLoader
+
+    from interformer_fuxi.runner import run_expid
+
+    root = tmp_path_factory.mktemp("scoring")
+    shutil.copytree(os.path.join(REPO, "config"), root / "config")
+    shutil.copytree(os.path.join(REPO, "data", "tiny_amazon"), root / "data" / "tiny_amazon")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params, model, _, _ = run_expid("config", EXPID, overrides={"epochs": 1, "verbose": 0})
+        test_gen = H5DataLoader(model.feature_map, stage="test", **params).make_iterator()
+        expected = model.predict(test_gen)
+    finally:
+        os.chdir(cwd)
+    return root, model, expected
+
+
+def score(root, data, out="scores.csv", *extra):
+    return cli("predict", "--config", "config", "--expid", EXPID, "--data", str(data), "--out", out, *extra,
+               cwd=root)
+
+
+def test_scores_equal_model_predict_on_the_built_test_split(trained):
+    root, _, expected = trained
+    result = score(root, "data/tiny_amazon/test.csv", "scores.csv", "--chunk_rows", "300", "--batch_size", "77")
+    assert result.returncode == 0, result.stderr
+    scores = pd.read_csv(root / "scores.csv")
+    assert list(scores.columns) == ["user_id", "score"]
+    source = pd.read_csv(root / "data/tiny_amazon/test.csv")
+    assert (scores["user_id"].values == source["user_id"].values).all()  # input order, ids as given
+    np.testing.assert_allclose(scores["score"].values, expected, atol=1e-6, rtol=0)
+
+
+def test_a_csv_without_the_label_scores_the_same(trained, tmp_path):
+    root, _, expected = trained
+    pd.read_csv(root / "data/tiny_amazon/test.csv").drop(columns=["label"]).to_csv(tmp_path / "new.csv", index=False)
+    result = score(root, tmp_path / "new.csv", str(tmp_path / "s.csv"))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["score"].values, expected, atol=1e-6, rtol=0)
+
+
+def test_unseen_ids_score_as_the_out_of_vocabulary_index(trained, tmp_path):
+    from interformer_fuxi.predict import encode_chunk, load_processor
+    from interformer_fuxi.runner import prepare
+
+    root, model, _ = trained
+    rows = pd.read_csv(root / "data/tiny_amazon/test.csv", dtype=str).head(4)
+    unseen_a, unseen_b = rows.copy(), rows.copy()
+    unseen_a["item_id"], unseen_b["item_id"] = "never-seen-1", "never-seen-2"
+    unseen_a["item_history"] = rows["item_history"] + "^never-seen-3"
+    unseen_b["item_history"] = rows["item_history"] + "^never-seen-4"
+    pd.concat([rows, unseen_a, unseen_b]).to_csv(tmp_path / "new.csv", index=False)
+    assert score(root, tmp_path / "new.csv", str(tmp_path / "s.csv")).returncode == 0
+    s = pd.read_csv(tmp_path / "s.csv")["score"].values
+    np.testing.assert_allclose(s[4:8], s[8:12], atol=1e-7)  # two different unseen ids: one OOV index
+    assert np.abs(s[4:8] - s[:4]).max() > 1e-4  # and not the known items' scores
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        params = prepare("config", EXPID, log=False)[0]
+        encoded = encode_chunk(load_processor(params), model.feature_map, unseen_a.copy())
+    finally:
+        os.chdir(cwd)
+    spec = model.feature_map.features["item_id"]
+    assert (encoded[:, model.feature_map.get_column_index("item_id")] == spec["oov_idx"]).all()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda df: df.drop(columns=["cate_id"]), "column 'cate_id' configured in tiny_amazon is missing"),
+    (lambda df: df.assign(user_id=["7"] * (len(df) - 1) + ["seven"]), "line {last}: user_id"),
+    (lambda df: df.assign(item_history=df["item_history"].str.replace("^", "|", regex=False)), "item_history"),
+])
+def test_bad_input_gets_one_line_exit_2_and_no_output(trained, tmp_path, edit, message):
+    root, _, _ = trained
+    df = edit(pd.read_csv(root / "data/tiny_amazon/test.csv", dtype=str))
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    result = score(root, tmp_path / "bad.csv", str(tmp_path / "s.csv"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'bad.csv'}"), result.stderr
+    assert message.format(last=len(df) + 1) in lines[0]
+    assert os.listdir(tmp_path) == ["bad.csv"]  # no partial scores, no temporary file
+
+
+def test_no_trained_checkpoint_and_a_missing_file_get_one_line(trained, tmp_path):
+    root, _, _ = trained
+    result = cli("predict", "--config", "config", "--expid", "DIN_tiny", "--data", "data/tiny_amazon/test.csv",
+                 "--out", str(tmp_path / "s.csv"), cwd=root)
+    assert result.returncode == 2 and "DIN_tiny: no checkpoint at" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = score(root, tmp_path / "nope.csv", str(tmp_path / "s.csv"))
+    assert result.returncode == 2 and "nope.csv: data file not found" in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_exported_onnx_scores_the_csv_like_the_cli(trained, tmp_path):
+    """End to end: ``export --format onnx`` of the trained run, fed the encoded test rows,
+    gives the scoring CLI's scores."""
+    import onnxruntime as ort
+
+    from interformer_fuxi.serving import batch_inputs
+    root, model, expected = trained
+    result = cli("export", "--config", "config", "--expid", EXPID, "--format", "onnx", "--out", str(tmp_path / "onnx"),
+                 cwd=root)
+    assert result.returncode == 0, result.stderr
+    from fuxictr.pytorch.dataloaders import H5DataLoader
+    test_gen = H5DataLoader(model.feature_map, stage="test", batch_size=2000,
+                            test_data=str(root / "data/processed/tiny_amazon/test.h5")).make_iterator()
+    inputs = batch_inputs(model, next(iter(test_gen)))
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
+    got = session.run(["score"], {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
