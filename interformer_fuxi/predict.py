@@ -9,7 +9,8 @@ as FuxiCTR's build encodes a split: unseen ids become the out-of-vocabulary inde
 column is optional, and so are the ``meta`` columns. The output holds the input's id columns
 (the dataset's ``group_id`` and its ``meta`` columns, as they are in the input) and
 ``score``, the click probability, one row per input row in input order. It is written
-atomically: complete, or not at all.
+atomically: complete, or not at all. ``--backend torchscript|onnx`` exports the checkpoint
+to a temporary folder first (:mod:`interformer_fuxi.export`) and scores with that runtime.
 """
 import argparse
 import os
@@ -24,6 +25,7 @@ from .errors import UserError, report
 from .runner import DEFAULT_CONFIG
 
 CHUNK_ROWS = 100_000
+BACKENDS = ("pytorch", "torchscript", "onnx")
 
 
 def parse_args(argv=None):
@@ -36,6 +38,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch_size", type=int, default=None, help="rows per forward pass "
                                                                       "(default: the expid's batch_size)")
     parser.add_argument("--chunk_rows", type=int, default=CHUNK_ROWS, help="CSV rows read at a time")
+    parser.add_argument("--backend", default="pytorch", choices=BACKENDS,
+                        help="pytorch (eager), or the checkpoint exported on the fly to torchscript or onnx "
+                             "(ONNX Runtime on the CPU)")
     parser.add_argument("--model_zoo", default=None, help="FuxiCTR model_zoo/ folder, as for run_expid.py")
     return parser.parse_args(argv)
 
@@ -94,8 +99,34 @@ def encode_chunk(processor, feature_map, chunk):
     return np.hstack(columns)
 
 
-def score_file(model, params, path, out, batch_size=None, chunk_rows=CHUNK_ROWS):
-    """Score ``path`` into ``out``; returns the number of rows scored."""
+def make_scorer(model, backend, expid, work_dir):
+    """A function from a FuxiCTR batch tensor ``[B, columns]`` to scores ``[B]`` (float32, CPU).
+
+    ``torchscript`` and ``onnx`` export the model into ``work_dir`` first
+    (:func:`interformer_fuxi.export.export`, parity-checked) and score with that runtime."""
+    model.eval()
+    if backend == "pytorch":
+        return lambda batch: model.predict_batch(batch.to(model.device)).cpu()
+    from .export import export
+    from .serving import batch_inputs, serving_model
+
+    folder = os.path.join(work_dir, backend)
+    export(serving_model(model, expid), backend, folder)
+    if backend == "torchscript":
+        graph = torch.jit.load(os.path.join(folder, "model.pt"))
+        return lambda batch: graph(*batch_inputs(model, batch))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(os.path.join(folder, "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return lambda batch: torch.from_numpy(
+        session.run(["score"], {n: x.numpy() for n, x in zip(names, batch_inputs(model, batch))})[0])
+
+
+def score_file(model, params, path, out, batch_size=None, chunk_rows=CHUNK_ROWS, backend="pytorch"):
+    """Score ``path`` into ``out`` with ``backend``; returns the number of rows scored."""
+    import tempfile
+
     import pandas as pd
 
     from .atomic import atomic_write
@@ -109,17 +140,17 @@ def score_file(model, params, path, out, batch_size=None, chunk_rows=CHUNK_ROWS)
     ids = id_columns(params, header)
     wanted = set(processor.dtype_dict) | set(ids)
     batch_size = batch_size or int(params.get("batch_size", 1024))
-    model.eval()
     try:
-        with atomic_write(out, newline="") as f, tqdm(total=rows, unit="rows", desc="score", disable=None) as bar:
+        with tempfile.TemporaryDirectory() as work_dir, atomic_write(out, newline="") as f, \
+                tqdm(total=rows, unit="rows", desc="score", disable=None) as bar:
+            scorer = make_scorer(model, backend, params["model_id"], work_dir)
             f.write(",".join(ids + ["score"]) + "\n")
             for chunk in pd.read_csv(path, sep=sep, dtype=object, chunksize=chunk_rows,
                                      usecols=lambda c: c in wanted):  # read as FuxiCTR's build reads
                 kept = chunk[ids].copy()
                 batch = torch.from_numpy(encode_chunk(processor, model.feature_map, chunk))
                 with torch.no_grad():
-                    scores = torch.cat([model.predict_batch(b.to(model.device)).cpu()
-                                        for b in batch.split(batch_size)])
+                    scores = torch.cat([scorer(b) for b in batch.split(batch_size)])
                 kept["score"] = scores.double().numpy()
                 kept.to_csv(f, header=False, index=False, float_format="%.9g")
                 bar.update(len(chunk))
@@ -133,12 +164,14 @@ def main(argv=None):
     from .runner import load_trained
 
     try:
+        if args.backend != "pytorch" and args.gpu >= 0:
+            raise UserError(f"--backend {args.backend} scores on the CPU; drop --gpu {args.gpu} or use --backend pytorch")
         overrides = {"model_zoo": os.path.abspath(args.model_zoo)} if args.model_zoo else None
         params, _, model = load_trained(args.config, args.expid, args.gpu, overrides)
-        rows = score_file(model, params, args.data, args.out, args.batch_size, args.chunk_rows)
+        rows = score_file(model, params, args.data, args.out, args.batch_size, args.chunk_rows, args.backend)
     except UserError as exc:
         return report(exc)
-    print(f"Scored {rows} rows of {args.data} with {args.expid}: {os.path.abspath(args.out)}")
+    print(f"Scored {rows} rows of {args.data} with {args.expid} ({args.backend}): {os.path.abspath(args.out)}")
     return 0
 
 

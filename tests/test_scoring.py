@@ -120,20 +120,28 @@ def test_no_trained_checkpoint_and_a_missing_file_get_one_line(trained, tmp_path
     assert os.listdir(tmp_path) == []
 
 
-def test_exported_onnx_scores_the_csv_like_the_cli(trained, tmp_path):
-    """End to end: ``export --format onnx`` of the trained run, fed the encoded test rows,
-    gives the scoring CLI's scores."""
-    import onnxruntime as ort
-
-    from interformer_fuxi.serving import batch_inputs
-    root, model, expected = trained
-    result = cli("export", "--config", "config", "--expid", EXPID, "--format", "onnx", "--out", str(tmp_path / "onnx"),
-                 cwd=root)
+@pytest.mark.parametrize("backend", ["onnx", "torchscript"])
+def test_the_exported_backends_score_like_pytorch(trained, tmp_path, backend):
+    root, _, expected = trained
+    result = score(root, "data/tiny_amazon/test.csv", str(tmp_path / "s.csv"), "--backend", backend)
     assert result.returncode == 0, result.stderr
-    from fuxictr.pytorch.dataloaders import H5DataLoader
-    test_gen = H5DataLoader(model.feature_map, stage="test", batch_size=2000,
-                            test_data=str(root / "data/processed/tiny_amazon/test.h5")).make_iterator()
-    inputs = batch_inputs(model, next(iter(test_gen)))
-    session = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"))
-    got = session.run(["score"], {i.name: x.numpy() for i, x in zip(session.get_inputs(), inputs)})[0]
-    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "s.csv")["score"].values, expected, atol=1e-5, rtol=0)
+    assert os.listdir(tmp_path) == ["s.csv"]  # the exported graph lived in a temporary folder
+
+
+def test_export_cli_writes_the_graph_and_its_signature(trained, tmp_path):
+    import json
+
+    root, model, _ = trained
+    result = cli("export", "--config", "config", "--expid", EXPID, "--format", "torchscript",
+                 "--out", str(tmp_path / "ts"), cwd=root)
+    assert result.returncode == 0, result.stderr
+    assert sorted(os.listdir(tmp_path / "ts")) == ["model.pt", "signature.json"]
+    sig = json.loads((tmp_path / "ts" / "signature.json").read_text())
+    assert sig["expid"] == EXPID and sig["format"] == "torchscript" and sig["parity_max_abs_diff"] <= 1e-5
+    assert [i["name"] for i in sig["inputs"]] == ["item_id", "cate_id", "item_history", "cate_history"]
+    assert sig["inputs"][0]["vocab_size"] == model.feature_map.features["item_id"]["vocab_size"]
+    result = cli("export", "--config", "config", "--expid", "DIN_tiny", "--format", "onnx",
+                 "--out", str(tmp_path / "din"), cwd=root)
+    assert result.returncode == 2 and "DIN_tiny: no checkpoint at" in result.stderr
+    assert not (tmp_path / "din").exists()

@@ -1,0 +1,161 @@
+"""Inference cost of InterFormer and DIN: eager PyTorch, TorchScript and ONNX Runtime (CPU).
+
+    python benchmarks/inference.py                                   # tiny_amazon, 1M rows for the CLI
+    python benchmarks/inference.py --dataset movielens1m_x1_u1000    # real history lengths (<= 100)
+    python benchmarks/inference.py --quick                           # fewer requests, 100k CLI rows
+
+The models are the project's Amazon settings: ``InterFormer_amazon`` (d = 64, 3 layers) and
+``DIN_default`` (BARS's AmazonElectronics_x1 DIN: attention [512, 256], DNN [1024, 512, 256],
+d = 64), on ``--dataset``'s feature map, with their initial weights (the cost does not depend
+on the values). Requests are rows of the dataset's test split, drawn at random, so histories
+have the dataset's real lengths. For each model and backend (eager PyTorch as the training
+code runs it, with its CPU fast paths; the TorchScript and ONNX graphs of
+``python -m interformer_fuxi.export``, which take the plain PyTorch path):
+
+- single-request latency p50/p99 at batch 1 and 64 (the request already as named tensors);
+- throughput at batch 1024 and 4096 (rows/s);
+- the time to score ``--rows`` rows of CSV (the test CSV repeated) with the scoring CLI's
+  function (``predict.score_file``: validation, chunked parsing and encoding, scoring, writing;
+  the process start and checkpoint load excluded).
+
+Prints a Markdown table and writes ``benchmarks/results/inference/<dataset>.json``. The last
+line is ``RESULT onnx_vs_eager_batch1_interformer=…x onnx_vs_eager_batch1_din=…x``.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from interformer_fuxi.export import export  # noqa: E402
+from interformer_fuxi.predict import score_file  # noqa: E402
+from interformer_fuxi.serving import ServingModel, batch_inputs  # noqa: E402
+
+MODELS = {"InterFormer": "InterFormer_amazon", "DIN": "DIN_default"}
+BACKENDS = ("pytorch", "torchscript", "onnx")
+
+
+def load(dataset, template):
+    """A model of ``template`` on ``dataset`` (built H5 data), its params and the test rows."""
+    from fuxictr.pytorch.dataloaders import H5DataLoader
+
+    from interformer_fuxi.runner import build_model, prepare
+
+    params, feature_map, model_class = prepare(os.path.join(REPO, "config"), template,
+                                               overrides={"dataset_id": dataset, "verbose": 0}, log=False)
+    model = build_model(params, feature_map, model_class).eval()
+    rows = H5DataLoader(feature_map, stage="test", **dict(params, batch_size=10 ** 9)).make_iterator()
+    return params, model, next(iter(rows))
+
+
+def runners(model, work_dir):
+    """``{backend: f(inputs) -> scores}`` over the serving inputs (named tensors)."""
+    import onnxruntime as ort
+
+    serving = ServingModel(model).eval()
+    export(serving, "torchscript", os.path.join(work_dir, "ts"))
+    export(serving, "onnx", os.path.join(work_dir, "onnx"))
+    traced = torch.jit.load(os.path.join(work_dir, "ts", "model.pt"))
+    session = ort.InferenceSession(os.path.join(work_dir, "onnx", "model.onnx"), providers=["CPUExecutionProvider"])
+    names = serving.input_names
+    return {"pytorch": serving, "torchscript": traced,
+            "onnx": lambda *x: session.run(["score"], {n: t.numpy() for n, t in zip(names, x)})[0]}
+
+
+def requests(model, rows, batch_size, count, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [batch_inputs(model, rows[torch.randint(0, rows.shape[0], (batch_size,), generator=g)])
+            for _ in range(count)]
+
+
+def latency_ms(run, reqs, warmup=10):
+    times = []
+    with torch.no_grad():
+        for i, x in enumerate(reqs[:warmup] + reqs):
+            start = time.perf_counter()
+            run(*x)
+            if i >= warmup:
+                times.append((time.perf_counter() - start) * 1e3)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def throughput(run, reqs):
+    with torch.no_grad():
+        run(*reqs[0])  # warm-up
+        start = time.perf_counter()
+        for x in reqs:
+            run(*x)
+    return sum(x[0].shape[0] for x in reqs) / (time.perf_counter() - start)
+
+
+def cli_seconds(model, params, rows, backend, work_dir):
+    """Seconds for ``score_file`` over ``rows`` CSV rows (the test CSV repeated)."""
+    import pandas as pd
+
+    path = os.path.join(work_dir, f"rows_{rows}.csv")
+    if not os.path.exists(path):
+        test = pd.read_csv(params["_test_csv"], dtype=str)
+        reps = -(-rows // len(test))
+        pd.concat([test] * reps, ignore_index=True).head(rows).to_csv(path, index=False)
+    start = time.perf_counter()
+    score_file(model, params, path, os.path.join(work_dir, "scores.csv"), batch_size=4096, backend=backend)
+    return time.perf_counter() - start
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="tiny_amazon", help="a dataset_id of config/dataset_config.yaml")
+    parser.add_argument("--rows", type=int, default=None, help="CSV rows for the CLI timing (default 1M)")
+    parser.add_argument("--quick", action="store_true", help="50 requests per latency, 100k CLI rows")
+    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "inference"))
+    args = parser.parse_args(argv)
+    rows = args.rows or (100_000 if args.quick else 1_000_000)
+    count = 50 if args.quick else 300
+    results = {"dataset": args.dataset, "torch_threads": torch.get_num_threads(), "cli_rows": rows, "models": {}}
+    with tempfile.TemporaryDirectory() as work_dir:
+        for name, template in MODELS.items():
+            params, model, test_rows = load(args.dataset, template)
+            run = runners(model, os.path.join(work_dir, name))
+            res = results["models"][name] = {b: {} for b in BACKENDS}
+            for batch_size in (1, 64):
+                reqs = requests(model, test_rows, batch_size, count, seed=batch_size)
+                for backend in BACKENDS:
+                    res[backend][f"p50_ms_b{batch_size}"], res[backend][f"p99_ms_b{batch_size}"] = \
+                        latency_ms(run[backend], reqs)
+            for batch_size in (1024, 4096):
+                reqs = requests(model, test_rows, batch_size, 3 if args.quick else 8, seed=batch_size)
+                for backend in BACKENDS:
+                    res[backend][f"rows_per_s_b{batch_size}"] = throughput(run[backend], reqs)
+            for backend in BACKENDS:
+                res[backend]["cli_seconds"] = cli_seconds(model, params, rows, backend, work_dir)
+            print(f"{name}: done", flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, f"{args.dataset}.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print_table(results)
+    speedups = {name: res["pytorch"]["p50_ms_b1"] / res["onnx"]["p50_ms_b1"] for name, res in results["models"].items()}
+    print("RESULT " + " ".join(f"onnx_vs_eager_batch1_{n.lower()}={s:.2f}x" for n, s in speedups.items()))
+
+
+def print_table(results):
+    print(f"\nDataset {results['dataset']}, torch threads {results['torch_threads']}, "
+          f"CLI over {results['cli_rows']:,} rows\n")
+    print("| model | backend | p50 / p99 ms, batch 1 | p50 / p99 ms, batch 64 | rows/s, batch 1024 | "
+          "rows/s, batch 4096 | CLI seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for name, res in results["models"].items():
+        for backend, r in res.items():
+            print(f"| {name} | {backend} | {r['p50_ms_b1']:.2f} / {r['p99_ms_b1']:.2f} | "
+                  f"{r['p50_ms_b64']:.2f} / {r['p99_ms_b64']:.2f} | {r['rows_per_s_b1024']:,.0f} | "
+                  f"{r['rows_per_s_b4096']:,.0f} | {r['cli_seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
