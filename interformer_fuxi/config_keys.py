@@ -27,6 +27,7 @@ RUNNER_KEYS = {
     "epochs", "shuffle", "seed", "model_root", "num_workers", "verbose", "early_stop_patience",
     "save_best_only", "eval_steps", "reduce_lr_on_plateau", "max_gradient_norm",
     "feature_specs", "use_features", "group_id", "gpu", "train_ctr", "model_zoo",
+    "checkpoint_steps", "nonfinite",  # the resumable state's cadence, the non-finite guard
 }
 # Keys of a dataset section (FeatureProcessor, build_dataset, read_csv).
 DATASET_KEYS = {

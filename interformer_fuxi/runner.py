@@ -27,6 +27,8 @@ def parse_args(argv=None):
                              "(default: the project's config/)")
     parser.add_argument("--expid", required=True, help="experiment id in model_config.yaml")
     parser.add_argument("--gpu", type=int, default=-1, help="GPU index, -1 for CPU")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start over, ignoring the resumable state a killed run of this expid left")
     parser.add_argument("--model_zoo", default=None,
                         help="a FuxiCTR 2.0.x checkout's model_zoo/ folder: run its models (found in "
                              "<Model>/src, <Folder>/model or <Model>/<Model>_torch/src) under these configs "
@@ -43,14 +45,38 @@ def result_line(command, params, valid_result, test_result):
             f"[dataset_id] {params['dataset_id']},[train] N.A.,[val] {fmt(valid_result)},[test] {fmt(test_result)}\n")
 
 
-def prepare(config_dir, expid, gpu=-1, overrides=None, log=True):
+def state_file(params):
+    """Where a run of ``params`` keeps its resumable state (beside FuxiCTR's checkpoint)."""
+    from .training_state import state_path
+    return state_path(os.path.join(params.get("model_root", "./checkpoints/"), params["dataset_id"],
+                                   params["model_id"] + ".model"))
+
+
+def start_log(params, append=False):
+    """FuxiCTR's log (``<model_root>/<dataset_id>/<expid>.log`` and the console); a resumed run
+    appends to the log of the run it continues."""
+    log_dir = os.path.join(params.get("model_root", "./checkpoints/"), params["dataset_id"])
+    log_file = os.path.join(log_dir, params["model_id"] + ".log")
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        handler = logging.FileHandler(log_file, mode="a" if append else "w")
+    except OSError as exc:
+        raise UserError(f"{log_file}: cannot write the log ({exc.strerror or exc})") from None
+    for old in logging.root.handlers[:]:
+        logging.root.removeHandler(old)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s P%(process)d %(levelname)s %(message)s",
+                        handlers=[handler, logging.StreamHandler()])
+
+
+def prepare(config_dir, expid, gpu=-1, overrides=None, log=True, resume=True):
     """Load and check an expid, build its H5 data once, load its feature map.
 
-    Returns ``(params, feature_map, model_class)``; with ``log`` the run's log file starts.
+    Returns ``(params, feature_map, model_class)``; with ``log`` the run's log file starts
+    (appended to when ``resume`` and a resumable state of the run exists).
     """
     from fuxictr.features import FeatureMap
     from fuxictr.pytorch.torch_utils import seed_everything
-    from fuxictr.utils import print_to_json, set_logger
+    from fuxictr.utils import print_to_json
 
     from .config import load_expid
     from .config_keys import check_keys
@@ -73,7 +99,7 @@ def prepare(config_dir, expid, gpu=-1, overrides=None, log=True):
     params["gpu"] = gpu
     params.setdefault("verbose", 1)
     if log:
-        set_logger(params)
+        start_log(params, append=resume and os.path.exists(state_file(params)))
         logging.info("Model: %s from %s", model_class.__name__, source_file(model_class))
         for line in params["_alias_notes"]:
             logging.info(line)
@@ -111,20 +137,32 @@ def pinned(model, *loaders):
     return loaders
 
 
-def run_expid(config_dir, expid, gpu=-1, overrides=None):
+def load_split(feature_map, params, stage):
+    """FuxiCTR's ``H5DataLoader`` iterators, with one clear line for a truncated or corrupt H5."""
+    from fuxictr.pytorch.dataloaders import H5DataLoader
+
+    try:
+        return H5DataLoader(feature_map, stage=stage, **params).make_iterator()
+    except (OSError, KeyError, ValueError) as exc:
+        data_dir = os.path.join(params["data_root"], params["dataset_id"])
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{data_dir}: unreadable {stage} H5 data ({reason}); delete the folder to rebuild "
+                        "it from the CSVs") from None
+
+
+def run_expid(config_dir, expid, gpu=-1, overrides=None, resume=True):
     """Train and evaluate ``expid``; ``overrides`` replace config values (checked like them);
     ``overrides={"dataset_id": ...}`` runs the expid (or a ``dataset_id: TBD`` template) on
     that dataset, with that dataset's section.
 
     Returns ``(params, model, valid_result, test_result)``.
     """
-    from fuxictr.pytorch.dataloaders import H5DataLoader
-
-    params, feature_map, model_class = prepare(config_dir, expid, gpu, overrides)
+    params, feature_map, model_class = prepare(config_dir, expid, gpu, overrides, resume=resume)
     model = build_model(params, feature_map, model_class)
     model.count_parameters()
-    train_gen, valid_gen = pinned(model, *H5DataLoader(feature_map, stage="train", **params).make_iterator())
-    model.fit(train_gen, validation_data=valid_gen, **params)
+    train_gen, valid_gen = pinned(model, *load_split(feature_map, params, "train"))
+    # (a FuxiCTR zoo model's fit takes **kwargs: it trains from the start, as FuxiCTR does)
+    model.fit(train_gen, validation_data=valid_gen, resume=resume, **params)
 
     logging.info("****** Validation evaluation ******")
     valid_result = model.evaluate(valid_gen)
@@ -133,7 +171,7 @@ def run_expid(config_dir, expid, gpu=-1, overrides=None):
     test_result = {}
     if params.get("test_data"):
         logging.info("******** Test evaluation ********")
-        test_gen, = pinned(model, H5DataLoader(feature_map, stage="test", **params).make_iterator())
+        test_gen, = pinned(model, load_split(feature_map, params, "test"))
         test_result = model.evaluate(test_gen)
         if params.get("oracle_data") and params.get("_test_csv"):
             from .oracle import log_oracle
@@ -154,10 +192,18 @@ def load_trained(config_dir, expid, gpu=-1, overrides=None):
 
 def run(args, command):
     overrides = {"model_zoo": args.model_zoo} if getattr(args, "model_zoo", None) else None
-    params, _, valid_result, test_result = run_expid(args.config, args.expid, args.gpu, overrides)
+    params, _, valid_result, test_result = run_expid(args.config, args.expid, args.gpu, overrides,
+                                                     resume=not getattr(args, "fresh", False))
     result_file = os.path.basename(os.path.normpath(args.config)) + ".csv"
-    with open(result_file, "a+") as f:
-        f.write(result_line(command, params, valid_result, test_result))
+    line = result_line(command, params, valid_result, test_result)
+    try:
+        with open(result_file, "a+") as f:  # one short append: a line, or nothing on a full disk
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise UserError(f"{os.path.abspath(result_file)}: cannot append the result line "
+                        f"({exc.strerror or exc}); it was: {line.strip()}") from None
     logging.info("Appended the result line to %s", os.path.abspath(result_file))
     return valid_result, test_result
 

@@ -165,6 +165,23 @@ def test_bad_switch_values_are_rejected_with_the_key_name():
         build(interleave_mode="sole", early_aggregation="max")
     with pytest.raises(ValueError, match="DOTS"):
         build(interaction_arch="DOTS")
+    with pytest.raises(ValueError, match="pma_query"):
+        build(pma_query="target")
+
+
+def test_a_personalized_pma_query_starts_as_the_papers_and_learns_from_the_target():
+    """``pma_query: personalized`` offsets the PMA seeds by a map of X_sum that starts at zero:
+    the same predictions as the paper's shared queries at first, and a gradient that reaches
+    the map, so the pooling can come to depend on the sample's target item."""
+    data = batch(feature_map(), size=16)
+    paper, personal = build(), build(pma_query="personalized")
+    missing = personal.load_state_dict(paper.state_dict(), strict=False).missing_keys
+    assert missing and all(".pma_query." in k for k in missing)
+    assert torch.allclose(predict(paper, data), predict(personal, data), atol=1e-6)
+    personal.train()
+    personal(data)["y_pred"].sum().backward()
+    grads = [p.grad for n, p in personal.named_parameters() if ".pma_query.weight" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
 @pytest.mark.parametrize("interaction, mode", list(itertools.product(INTERACTIONS, INTERLEAVE_MODES)))

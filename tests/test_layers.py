@@ -207,6 +207,22 @@ def test_pma_ignores_masked_keys_and_empty_rows():
     _check_grads(pma, S.requires_grad_(), mask)
 
 
+def test_pma_per_sample_seeds_pool_like_shared_ones_when_the_offsets_agree():
+    torch.manual_seed(0)
+    pma = PMA(16, num_seeds=2, num_heads=2).eval()
+    S, mask = torch.randn(5, 9, 16), torch.rand(5, 9) > 0.3
+    mask[2] = False  # an empty row gets zeros on both paths
+    index = torch.randint(0, 9, (5, 3))
+    shared, gathered = pma(S, mask, gather=index)
+    offsets = torch.zeros(5, 2, 16)
+    per_sample, gathered_2 = pma(S, mask, gather=index, seed_offsets=offsets)
+    assert torch.allclose(shared, per_sample, atol=1e-5) and torch.equal(gathered, gathered_2)
+    offsets[3] = 1.0  # only row 3's queries move
+    moved = pma(S, mask, seed_offsets=offsets)
+    assert torch.allclose(moved[[0, 1, 2, 4]], shared[[0, 1, 2, 4]], atol=1e-5)
+    assert not torch.allclose(moved[3], shared[3], atol=1e-3)
+
+
 def test_pma_zero_seeds():
     pma = PMA(8, num_seeds=0, num_heads=2)
     assert sum(p.numel() for p in pma.parameters()) == 0

@@ -30,6 +30,8 @@ class PMA(nn.Module):
         S: ``[B, N, d]``, mask: ``[B, N]`` bool (True = valid) or None -> ``[B, k, d]``.
         With ``gather`` ``[B, G]`` (long positions), also the tokens of S there, ``[B, G, d]``:
         the fused pooling reads them in the same pass and adds their gradient into its own.
+        With ``seed_offsets`` ``[B, k, d]``, each sample's seeds are ``seeds + seed_offsets``
+        (queries that depend on the sample; the plain path).
 
     Example::
 
@@ -66,12 +68,14 @@ class PMA(nn.Module):
         self.out_proj = nn.Linear(embedding_dim, embedding_dim)
 
     def forward(self, S: torch.Tensor, mask: Optional[torch.Tensor] = None,
-                gather: Optional[torch.Tensor] = None):
+                gather: Optional[torch.Tensor] = None, seed_offsets: Optional[torch.Tensor] = None):
         B, N, d = S.shape
         gathered = None
         if self.num_seeds == 0:
             out = S.new_zeros(B, 0, d)
             return out if gather is None else (out, _gather(S, gather))
+        if seed_offsets is not None:
+            return self._per_sample(S, mask, gather, seed_offsets)
         H, dh, k = self.num_heads, d // self.num_heads, self.num_seeds
         # The queries are the same for every sample, so fold them into the key projection
         # instead of projecting all N tokens: q_h . (W_k,h s + b_k,h) = (W_k,h^T q_h) . s + const,
@@ -108,6 +112,26 @@ class PMA(nn.Module):
         if gather is None:
             return out
         return out, (_gather(S, gather) if gathered is None else gathered)
+
+    def _per_sample(self, S, mask, gather, seed_offsets):
+        """The pooling with per-sample seeds ``seeds + seed_offsets`` (``[B, k, d]``)."""
+        B, N, d = S.shape
+        H, dh, k = self.num_heads, d // self.num_heads, self.num_seeds
+        q = self.q_proj(self.seeds + seed_offsets).view(B, k, H, dh)
+        q_keys = torch.einsum("bkhe,hed->bhkd", q, self.k_proj.weight.view(H, dh, d)).reshape(B, H * k, d)
+        if mask is None:
+            mask = torch.ones(B, N, dtype=torch.bool, device=S.device)
+        mask = mask.bool()
+        has_key = mask.any(dim=-1)
+        attn_mask = (mask | ~has_key.unsqueeze(-1)).unsqueeze(-1)              # [B, N, 1]
+        scores = torch.bmm(S, q_keys.transpose(1, 2)) / math.sqrt(dh)         # [B, N, H k]
+        weights = torch.softmax(scores.masked_fill(~attn_mask, float("-inf")), dim=1)
+        weights = F.dropout(weights, p=self.attention_dropout, training=self.training)
+        pooled = torch.bmm(weights.transpose(1, 2), S).view(B, H, k, d)
+        attn = torch.einsum("bhkd,hed->bhke", pooled, self.v_proj.weight.view(H, dh, d))
+        attn = attn + self.v_proj.bias.view(1, H, 1, dh)
+        out = self.out_proj(attn.transpose(1, 2).reshape(B, k, d)) * has_key.view(B, 1, 1).to(S.dtype)
+        return out if gather is None else (out, _gather(S, gather))
 
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, num_seeds={self.num_seeds}, "

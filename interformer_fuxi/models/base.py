@@ -5,6 +5,11 @@ and adds what FuxiCTR 2.0.4 lacks: the NE metric (which needs the training set's
 CTR), a vectorised gAUC, an evaluation loop without per-batch Python list growth, and a
 record of the training: ``fit_history`` (per-epoch wall time with and without the
 validation passes, the epoch of the best checkpoint), which benchmarks read.
+Training survives a kill: the loop (FuxiCTR's, rewritten around :mod:`..training_state`) keeps
+a resumable state beside the checkpoint every epoch and every ``checkpoint_steps`` steps,
+and ``fit`` resumes from it; checkpoints are written atomically; a non-finite loss or
+gradient stops the run with one line (``nonfinite: stop``) or skips the batch
+(``nonfinite: skip_batch``).
 Speed switches (model-config keys): ``fused_optimizer`` (default true: fused Adam),
 ``mixed_precision: bf16`` (autocast on CUDA), ``torch_compile`` (default false; true or a
 ``torch.compile`` mode such as ``reduce-overhead``, CUDA graphs on top); each
@@ -15,16 +20,20 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 from torch import nn
 from fuxictr.pytorch.models import BaseModel
 from tqdm import tqdm
 
 from .. import metrics as ctr_metrics
+from .. import training_state
 from ..cpu_heap import before_workers_fork
+from ..errors import UserError
 
 # ``torch_compile``: off, on (inductor's default), or one of torch.compile's modes
 COMPILE_MODES = (False, None, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+NONFINITE_MODES = ("stop", "skip_batch")
 
 
 class CTRModel(BaseModel):
@@ -46,7 +55,9 @@ class CTRModel(BaseModel):
         self._torch_compile = torch_compile
         super().__init__(feature_map, **kwargs)
         self.train_ctr = train_ctr
-        self._max_gradient_norm = 10.0  # fit() overrides it; set here so train_step works alone
+        self._max_gradient_norm = 10.0  # fit() overrides these; set here so train_step works alone
+        self._nonfinite, self._skipped_batches = "stop", 0
+        self._epoch_index = self._batch_index = self._total_steps = self._steps_per_epoch = 0
         self.fit_history = self._new_history()
 
     @staticmethod
@@ -84,6 +95,7 @@ class CTRModel(BaseModel):
             return self.forward(batch_data)["y_pred"].float().reshape(-1)
 
     def train_step(self, batch_data):
+        """One optimizer step; None (nothing applied) for a batch skipped as non-finite."""
         # One transfer of the whole batch (FuxiCTR moves each feature column on its own).
         batch_data = batch_data.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
@@ -91,27 +103,140 @@ class CTRModel(BaseModel):
             return_dict = self.forward(batch_data)
         return_dict["y_pred"] = return_dict["y_pred"].float()  # BCE is not autocast-safe
         loss = self.compute_loss(return_dict, self.get_labels(batch_data))
+        if not torch.isfinite(loss):
+            return self._nonfinite_batch("loss")
         loss.backward()
-        nn.utils.clip_grad_norm_(self.parameters(), self._max_gradient_norm)
+        norm = nn.utils.clip_grad_norm_(self.parameters(), self._max_gradient_norm)
+        if not torch.isfinite(norm):
+            return self._nonfinite_batch("gradient")
         self.optimizer.step()
         return loss
 
-    def fit(self, data_generator, epochs=1, validation_data=None, max_gradient_norm=10., **kwargs):
-        os.makedirs(self.model_dir, exist_ok=True)
+    def _nonfinite_batch(self, what):
+        where = (f"epoch {self._epoch_index + 1}, step {self._total_steps}, "
+                 f"batch {self._batch_index + 1} of {self._steps_per_epoch}")
+        if self._nonfinite == "stop":
+            raise UserError(f"non-finite {what} at {where}: training stopped; the last good checkpoint "
+                            f"{self.checkpoint} and its resumable state are kept (nonfinite: skip_batch "
+                            "skips such batches)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self._skipped_batches += 1
+        logging.warning("Skipped batch (non-finite %s) at %s", what, where)
+        return None
+
+    def fit(self, data_generator, epochs=1, validation_data=None, max_gradient_norm=10., resume=True,
+            checkpoint_steps=None, nonfinite="stop", **kwargs):
+        """FuxiCTR's training loop, resumable. ``resume``: continue from ``<checkpoint>.state``
+        when it exists (False: delete it and start over); ``checkpoint_steps``: also keep the
+        state every that many steps (default: at the end of every epoch only)."""
+        if nonfinite not in NONFINITE_MODES:
+            raise UserError(f"nonfinite must be one of {', '.join(NONFINITE_MODES)}, got {nonfinite!r}")
+        if checkpoint_steps is not None and (not isinstance(checkpoint_steps, int) or checkpoint_steps < 1):
+            raise UserError(f"checkpoint_steps must be a positive integer or null, got {checkpoint_steps!r}")
+        try:
+            os.makedirs(self.model_dir, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{self.model_dir}: cannot create the model folder ({exc.strerror or exc})") from None
+        self.valid_gen = validation_data
+        self._max_gradient_norm = max_gradient_norm
+        self._checkpoint_steps, self._nonfinite = checkpoint_steps, nonfinite
+        self._steps_per_epoch = len(data_generator)
+        if self._eval_steps is None:
+            self._eval_steps = self._steps_per_epoch
+        self._state_file = training_state.state_path(self.checkpoint)
+        self._config = training_state.config_digest(kwargs)
+        self._best_metric = -np.inf if self._monitor_mode == "max" else np.inf
+        self._stopping_steps, self._stop_training = 0, False
+        self._total_steps = self._batch_index = self._epoch_index = 0
+        self._resume_batch, self._train_loss, self._skipped_batches = 0, 0.0, 0
+        self.fit_history = self._new_history()
+        if not resume:
+            training_state.remove(self._state_file)
+        elif os.path.exists(self._state_file):
+            self._restore(training_state.load(self._state_file, "training state", "delete it or pass --fresh"))
         if self.train_ctr is None:
             self.train_ctr = self.label_mean(data_generator)
-        self.fit_history = self._new_history()
-        return super().fit(data_generator, epochs=epochs, validation_data=validation_data,
-                           max_gradient_norm=max_gradient_norm)
+        logging.info("Start training: %d batches/epoch", self._steps_per_epoch)
+        for epoch in range(self._epoch_index, epochs):
+            if self._stop_training:
+                break
+            self._epoch_index = epoch
+            logging.info("************ Epoch=%d start ************", epoch + 1)
+            self.train_epoch(data_generator)
+            if not self._stop_training:
+                logging.info("************ Epoch=%d end ************", epoch + 1)
+        logging.info("Training finished: %d steps", self._total_steps)
+        if self._skipped_batches:
+            logging.warning("Skipped %d batch(es) with a non-finite loss or gradient", self._skipped_batches)
+        logging.info("Load best model: %s", self.checkpoint)
+        self.load_weights(self.checkpoint)
+        training_state.remove(self._state_file)  # finished: the same command trains afresh, as FuxiCTR's
 
     def train_epoch(self, data_generator):
-        # times only; FuxiCTR's loop (and its validation passes inside the epoch) runs unchanged
         self._eval_seconds = 0.0
         start = time.perf_counter()
+        self.train()
         before_workers_fork(data_generator)
-        super().train_epoch(data_generator)
+        skip = self._resume_batch
+        if skip:  # the interrupted epoch: its shuffled order again, then the state of the moment
+            torch.set_rng_state(self._epoch_rng)
+        else:
+            self._epoch_rng = torch.get_rng_state()  # the order of this epoch is drawn from it
+        batches = iter(data_generator)
+        for _ in range(skip):
+            next(batches)
+        if skip:
+            training_state.set_rng_states(self._resume_rng)
+            self._resume_batch = 0
+        if self._verbose > 0:
+            batches = tqdm(batches, total=self._steps_per_epoch, initial=skip, disable=False, file=sys.stdout)
+        for batch_index, batch_data in enumerate(batches, start=skip):
+            self._batch_index = batch_index
+            self._total_steps += 1
+            loss = self.train_step(batch_data)
+            if loss is not None:
+                self._train_loss += loss.item()
+            if self._total_steps % self._eval_steps == 0:
+                logging.info("Train loss: %.6f", self._train_loss / self._eval_steps)
+                self._train_loss = 0.0
+                self.eval_step()
+            if self._stop_training:
+                break
+            if (self._checkpoint_steps and self._total_steps % self._checkpoint_steps == 0
+                    and batch_index + 1 < self._steps_per_epoch):
+                self._save_state(self._epoch_index, batch_index + 1)
         self.fit_history["epoch_seconds"].append(time.perf_counter() - start)
         self.fit_history["eval_seconds"].append(self._eval_seconds)
+        self._save_state(self._epoch_index + 1, 0)
+
+    def _save_state(self, epoch, batch):
+        """The resumable state, to go on at ``batch`` of ``epoch`` (0-based)."""
+        state = {"format": training_state.FORMAT, "config": self._config, "epoch": epoch, "batch": batch,
+                 "total_steps": self._total_steps, "train_loss": self._train_loss,
+                 "best_metric": self._best_metric, "stopping_steps": self._stopping_steps,
+                 "stop_training": self._stop_training, "skipped_batches": self._skipped_batches,
+                 "train_ctr": self.train_ctr, "fit_history": self.fit_history,
+                 "model": self.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epoch_rng": self._epoch_rng, "rng": training_state.rng_states()}
+        training_state.atomic_save(state, self._state_file, "resumable training state")
+
+    def _restore(self, state):
+        if state.get("format") != training_state.FORMAT or state.get("config") != self._config:
+            raise UserError(f"{self._state_file}: a resumable state of other settings (or another version); "
+                            "pass --fresh to start over, or delete it")
+        self.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._epoch_index, self._resume_batch = state["epoch"], state["batch"]
+        self._total_steps, self._train_loss = state["total_steps"], state["train_loss"]
+        self._best_metric, self._stopping_steps = state["best_metric"], state["stopping_steps"]
+        self._stop_training, self._skipped_batches = state["stop_training"], state["skipped_batches"]
+        self.train_ctr, self.fit_history = state["train_ctr"], state["fit_history"]
+        self._epoch_rng, self._resume_rng = state["epoch_rng"], state["rng"]
+        if not self._resume_batch:
+            training_state.set_rng_states(self._resume_rng)
+        logging.info("Resuming from %s: epoch %d, batch %d of %d (step %d); --fresh starts over",
+                     self._state_file, self._epoch_index + 1, self._resume_batch, self._steps_per_epoch,
+                     self._total_steps)
 
     def eval_step(self):
         start = time.perf_counter()
@@ -123,6 +248,14 @@ class CTRModel(BaseModel):
         if self._stopping_steps == 0:  # the monitor improved: this evaluation is the best so far
             self.fit_history["best_epoch"] = self._epoch_index + 1
             self.fit_history["best_monitor"] = float(self._monitor.get_value(logs))
+
+    def save_weights(self, checkpoint):
+        """FuxiCTR's checkpoint (a ``state_dict``), written atomically: a kill mid-write leaves the old one."""
+        training_state.atomic_save(self.state_dict(), checkpoint, "checkpoint")
+
+    def load_weights(self, checkpoint):
+        self.to(self.device)
+        self.load_state_dict(training_state.load(checkpoint, "checkpoint", "delete it and train again"))
 
     def label_mean(self, data_generator):
         """Mean label of a FuxiCTR data generator (reads the in-memory array when there is one)."""

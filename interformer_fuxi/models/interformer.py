@@ -68,7 +68,8 @@ class InterFormer(CTRModel):
                  gating_form="highway", gating_activation="sigmoid", use_pffn=True, pffn_form="linear",
                  use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
-                 token_norm=True, dedup_sequence_tokens=True, skip_padding=True, embedding_regularizer=None,
+                 token_norm=True, dedup_sequence_tokens=True, skip_padding=True, pma_query="learned",
+                 embedding_regularizer=None,
                  net_regularizer=None, **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu,
                          embedding_regularizer=embedding_regularizer,
@@ -89,7 +90,8 @@ class InterFormer(CTRModel):
         cross_kwargs = dict(num_cls_tokens=num_cls_tokens, num_pma_tokens=num_pma_tokens,
                             num_recent_tokens=num_recent_tokens, num_heads=num_heads,
                             use_gating=use_gating, gating_form=gating_form,
-                            gating_activation=gating_activation, attention_dropout=attention_dropout)
+                            gating_activation=gating_activation, attention_dropout=attention_dropout,
+                            pma_query=pma_query)
         interaction_kwargs = dict(interaction_arch=interaction_arch, dhen_layers=dhen_layers,
                                   low_rank=low_rank, hidden_activations=hidden_activations,
                                   net_dropout=net_dropout, residual_norm=residual_norm)
