@@ -60,15 +60,40 @@ def dump_yaml(data, stream=None, **kwargs):
     return yaml.dump(data, stream, Dumper=ConfigDumper, **kwargs)
 
 
+# A config is small: more nodes than this (YAML aliases can make a few lines mean billions of
+# values) or deeper nesting is refused before anything walks it.
+MAX_NODES, MAX_DEPTH = 100_000, 50
+
+
 def _read_yaml(path):
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             data = load_yaml(f) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError, ValueError, TypeError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0] if not isinstance(exc, RecursionError) \
+            else "nested too deeply"
+        raise UserError(f"{path}: invalid YAML ({reason})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of ids to settings")
+    _check_size(path, data)
     return data
+
+
+def _check_size(path, data):
+    """Refuse configs with more than ``MAX_NODES`` values (counting shared ones each time) or
+    deeper than ``MAX_DEPTH``, walking no more than that."""
+    budget, stack = MAX_NODES, [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0 or depth > MAX_DEPTH:
+            raise UserError(f"{path}: too large or too deeply nested for a config "
+                            f"(more than {MAX_NODES} values or {MAX_DEPTH} levels; YAML aliases?)")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+            stack.extend((k, depth + 1) for k in node if isinstance(k, tuple))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def read_sections(config_dir, stem):
@@ -101,16 +126,19 @@ def load_expid(config_dir, expid, dataset_id=None, model_zoo=None):
         available = ", ".join(list_expids(config_dir))
         raise UserError(f"--expid: unknown experiment id {expid!r}{suggest(expid, models)} "
                         f"(available in {config_dir}: {available})")
-    section = models[expid] or {}
-    base = models.get("Base") or {}
+    section = _mapping(models[expid] or {}, f"model_config section {expid}")
+    base = _mapping(models.get("Base") or {}, "model_config section Base")
     dataset_id = dataset_id or section.get("dataset_id", base.get("dataset_id"))
     datasets = read_sections(config_dir, "dataset_config")
+    if not isinstance(dataset_id, (str, type(None))):
+        raise UserError(f"{expid}: dataset_id must be a name, got {dataset_id!r}"[:300])
     if dataset_id in (None, "TBD"):
         raise UserError(f"{expid}: dataset_id is {dataset_id or 'missing'}; this expid is a template, "
                         f"copy it and set dataset_id to one of: {', '.join(sorted(datasets))}")
     if dataset_id not in datasets:
         raise UserError(f"{expid}: dataset_id {dataset_id!r} is not in dataset_config"
                         f"{suggest(str(dataset_id), datasets)} (available: {', '.join(sorted(datasets))})")
+    _mapping(datasets[dataset_id] or {}, f"dataset_config section {dataset_id}")
     params = copy.deepcopy(dict(base, **section))  # FuxiCTR's load_config: Base, expid, then dataset
     params["model_id"] = expid
     params.update(copy.deepcopy(dict(dataset_id=dataset_id, **(datasets[dataset_id] or {}))))
@@ -120,10 +148,23 @@ def load_expid(config_dir, expid, dataset_id=None, model_zoo=None):
     if model_zoo:
         params["model_zoo"] = model_zoo
     parent = os.path.dirname(config_dir)
+    for key in ("model", "model_zoo"):
+        if params.get(key) is not None and not isinstance(params[key], str):
+            raise UserError(f"{expid}: {key} must be a name, got {params[key]!r}"[:300])
     if params.get("model_zoo"):
         params["model_zoo"] = first_existing(params["model_zoo"], [parent, os.getcwd()])
     resolve_paths(params, path_bases(parent, model_dir(params.get("model_zoo"), params.get("model"))))
     return params
+
+
+def _mapping(value, where):
+    """``value`` if it is a mapping with string keys, else one clear error."""
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping of keys to values, got {type(value).__name__}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise UserError(f"{where}: keys must be names, got {bad[0]!r}"[:300])
+    return value
 
 
 def load_model_config_section(config_dir, expid):

@@ -19,7 +19,7 @@ def get_model(name, model_zoo=None):
         model_class = find_model(model_zoo, str(name))
         if model_class is not None:
             return model_class
-    if name not in MODELS:
+    if not isinstance(name, str) or name not in MODELS:
         names = set(MODELS) | (class_names(model_zoo) if model_zoo else set())
         where = f"built-in: {', '.join(sorted(MODELS))}"
         where += f"; in {model_zoo}: {', '.join(available(model_zoo))}" if model_zoo else \

@@ -127,6 +127,9 @@ def build_model(params, feature_map, model_class):
         return model_class(feature_map, **{k: v for k, v in params.items() if not k.startswith("_")})
     except ValueError as exc:  # a setting the model rejects, e.g. interleave_mode: both
         raise UserError(f"{params['model_id']}: {exc}") from None
+    except TypeError as exc:  # a value of the wrong type, e.g. embedding_dim: "64"
+        raise UserError(f"{params['model_id']}: a model key has a value of the wrong type "
+                        f"({(str(exc).splitlines() or ['?'])[0][:200]})") from None
 
 
 def pinned(model, *loaders):

@@ -27,6 +27,7 @@ import re
 import time
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
@@ -61,9 +62,10 @@ class ColumnCheck:
         if self.kind == "numeric":
             empty = values.str.strip() == ""
             num = pd.to_numeric(values.where(~empty, "0"), errors="coerce")
-            mask = num.isna() | (empty if self.col.get("fill_na") is None else False)
+            # NaN and inf parse as numbers, and would poison the normaliser and the loss
+            mask = ~np.isfinite(num.astype(float)) | (empty if self.col.get("fill_na") is None else False)
             msg = values[mask].map(lambda v: f"{self.name} is empty (set fill_na to allow it)"
-                                   if not v.strip() else f"{self.name} = {v[:30]!r} is not a number")
+                                   if not v.strip() else f"{self.name} = {v[:30]!r} is not a finite number")
             return mask, msg
         if self.kind == "sequence":
             splitter = self.col.get("splitter") or "^"
@@ -225,12 +227,18 @@ def validate_file(path, params, checks, mode="fail", cleaned_path=None):
 def _check_chunk(lines, sep, num_fields, index, checks, report):
     """Mark the bad lines of one chunk (index = line numbers); return the mask of good ones."""
     counts = lines.map(lambda l: l.count(sep) + 1)
+    unclosed = pd.Series(False, index=lines.index)
     if '"' in "".join(lines.tolist()):  # rare: quoted fields may hold the separator
         quoted = lines.str.contains('"', regex=False)
         counts[quoted] = lines[quoted].map(lambda l: len(_split_header(l, sep)))
-    bad = counts != num_fields
+        # a quote left open runs into the next line: a field spanning lines is never an id or a number
+        unclosed = lines.str.count('"') % 2 == 1
+        _record(report, "unclosed quote", lines.index[unclosed],
+                pd.Series("a quoted field is not closed on its line", index=lines.index[unclosed]))
+    bad = (counts != num_fields) & ~unclosed
     _record(report, "field count", lines.index[bad],
             counts[bad].map(lambda n: f"expected {num_fields} fields, saw {n}"))
+    bad |= unclosed
     ok = lines[~bad]
     if ok.empty:
         return ~bad

@@ -113,7 +113,7 @@ def test_failed_build_is_rebuilt_by_the_next_run(project):
                                               "type": "numeric"}
     dump_yaml(data, open(ds, "w"), sort_keys=False)
     result = run_expid(project / "config", "InterFormer_tiny", project / "work")
-    assert_user_error(result, "train.csv", "is not a number", "line 2:", after_log=True)
+    assert_user_error(result, "train.csv", "is not a finite number", "line 2:", after_log=True)
     assert no_partial_build(project)
     # A fill_na that FuxiCTR cannot cast passes the validator and fails inside the build:
     # nothing is left behind either.
