@@ -2,6 +2,7 @@
 
     python benchmarks/chaos.py --kills 20            # about 8 minutes on 2 cores
     python benchmarks/chaos.py --kills 3 --quick     # one epoch, about a minute
+    python benchmarks/chaos.py --kills 0 --fuzz 10000   # fuzzed CSVs and configs only
 
 A small expid (``InterFormer_tiny`` on the embedded ``tiny_amazon``, 2 epochs of 23 steps,
 a resumable state every 3 steps and at each epoch's end) runs once uninterrupted, as
@@ -14,6 +15,11 @@ best checkpoint holds bitwise the same tensors and its BARS result line the same
 the uninterrupted run's; its *lost rows* are the training rows its log counts short of the
 uninterrupted run's (steps x batch size). The last line is
 ``RESULT kills=N resumed=N identical=N lost_rows=0``.
+
+``--fuzz M`` then generates M inputs (half CSV files for the validator, in ``fail`` and
+``skip`` mode, half model_config.yaml files for the config reader; ``tests/fuzz_inputs.py``)
+and counts the *crashes*: any outcome other than acceptance or one ``UserError`` line. It
+prints ``RESULT fuzz_cases=M crashes=0`` and the first crashing input of each kind, if any.
 """
 import argparse
 import os
@@ -28,6 +34,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.join(REPO, "tests"))
 
 EXPID = "InterFormer_chaos"
 SETTINGS = {"epochs": 2, "batch_size": 256, "checkpoint_steps": 3, "early_stop_patience": 5}
@@ -97,12 +104,66 @@ def kill_inside_a_write(proc, model_dir, deadline):
     proc.send_signal(signal.SIGKILL)
 
 
+def fuzz(cases):
+    """Run ``cases`` generated inputs through the checks; returns (cases run, crashes, examples)."""
+    import collections
+    import logging
+
+    from hypothesis import HealthCheck, given, settings
+
+    from fuzz_inputs import check_config, check_csv, config_text, csv_bytes
+
+    logging.disable(logging.WARNING)  # the validator logs every accepted file
+    counts, crashes, examples = collections.Counter(), [], {}
+
+    def record(kind, case, run):
+        counts[kind] += 1
+        try:
+            counts[run()] += 1
+        except Exception as exc:  # noqa: BLE001  (what the fuzzing looks for)
+            crashes.append(kind)
+            examples.setdefault(kind, (case, f"{type(exc).__name__}: {exc}"[:300]))
+
+    options = settings(max_examples=cases // 2, deadline=None, database=None,
+                       suppress_health_check=list(HealthCheck))
+
+    @options
+    @given(csv_bytes())
+    def csv_cases(data):
+        with tempfile.TemporaryDirectory() as folder:
+            record("csv", data, lambda: check_csv(data, folder, "fail" if counts["csv"] % 2 else "skip"))
+
+    @options
+    @given(config_text())
+    def config_cases(text):
+        with tempfile.TemporaryDirectory() as folder:
+            record("config", text, lambda: check_config(text, folder))
+
+    csv_cases()
+    config_cases()
+    logging.disable(logging.NOTSET)
+    print(f"fuzz: {counts['csv']} CSV files, {counts['config']} configs; accepted {counts['ok']}, "
+          f"refused with one line {counts['refused']}, crashes {len(crashes)}")
+    for kind, (case, error) in examples.items():
+        print(f"first {kind} crash: {error}\n  input: {case!r}"[:1000])
+    return counts["csv"] + counts["config"], len(crashes)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="one epoch instead of two")
+    parser.add_argument("--fuzz", type=int, default=0, help="also run this many fuzzed inputs")
     args = parser.parse_args(argv)
+    if args.kills:
+        kill_runs(args)
+    if args.fuzz:
+        cases, crashes = fuzz(args.fuzz)
+        print(f"RESULT fuzz_cases={cases} crashes={crashes}")
+
+
+def kill_runs(args):
     rng = random.Random(args.seed)
     settings = dict(SETTINGS, epochs=1) if args.quick else SETTINGS
     with tempfile.TemporaryDirectory() as tmp:

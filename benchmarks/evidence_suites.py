@@ -94,11 +94,13 @@ SUITES = {s.name: s for s in (
     Suite("realdata_diag", "Why InterFormer trails DIN on real data: the shipped AmazonElectronics_x1 "
                            "settings, one change at a time",
           (Entry("shipped", "InterFormer", AMAZON),
+           Entry("DIN (BARS)", "DIN", BARS_DIN),
+           Entry("no RoPE", "InterFormer", dict(AMAZON, use_rope=False)),
+           Entry("PMA query personalized", "InterFormer", dict(AMAZON, pma_query="personalized")),
            Entry("λ=0", "InterFormer", dict(AMAZON, embedding_regularizer=0)),
            Entry("init std 1e-4", "InterFormer", dict(AMAZON, embedding_initializer="partial(nn.init.normal_, std=1e-4)")),
            Entry("λ=0, dropout 0.1", "InterFormer", dict(AMAZON, embedding_regularizer=0, net_dropout=0.1,
-                                                         attention_dropout=0.1)),
-           Entry("DIN (BARS)", "DIN", BARS_DIN)),
+                                                         attention_dropout=0.1))),
           reference="shipped", seeds=2),
     Suite("realdata", "Full-size real data: InterFormer vs. FuxiCTR's DIN, DIEN, BST and this package's "
                       "DIN and TransAct (MovieLens-1M fields)",

@@ -14,8 +14,6 @@ from interformer_fuxi.serving import ServingModel, batch_inputs, serving_model
 
 from synthetic import MODEL_DEFAULTS, batch, feature_map
 
-pytest.importorskip("onnxruntime")
-
 
 def fmap():
     """A dense feature, two sparse ones and two aligned sequences (all input kinds)."""
