@@ -75,6 +75,9 @@ def _read_yaml(path):
         raise UserError(f"{path}: invalid YAML ({reason})") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of ids to settings")
+    names = [k for k in data if not isinstance(k, str)]
+    if names:
+        raise UserError(f"{path}: section names must be text, got {names[0]!r}"[:300])
     _check_size(path, data)
     return data
 
