@@ -23,6 +23,7 @@ line is ``RESULT onnx_vs_eager_batch1_interformer=…x onnx_vs_eager_batch1_din=
 """
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -63,7 +64,10 @@ def runners(model, work_dir):
     export(serving, "torchscript", os.path.join(work_dir, "ts"))
     export(serving, "onnx", os.path.join(work_dir, "onnx"))
     traced = torch.jit.load(os.path.join(work_dir, "ts", "model.pt"))
-    session = ort.InferenceSession(os.path.join(work_dir, "onnx", "model.onnx"), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False  # the arena would keep batch 4096's peak (GBs) for good
+    session = ort.InferenceSession(os.path.join(work_dir, "onnx", "model.onnx"), options,
+                                   providers=["CPUExecutionProvider"])
     names = serving.input_names
     return {"pytorch": serving, "torchscript": traced,
             "onnx": lambda *x: session.run(["score"], {n: t.numpy() for n, t in zip(names, x)})[0]}
@@ -105,8 +109,33 @@ def cli_seconds(model, params, rows, backend, work_dir):
         reps = -(-rows // len(test))
         pd.concat([test] * reps, ignore_index=True).head(rows).to_csv(path, index=False)
     start = time.perf_counter()
-    score_file(model, params, path, os.path.join(work_dir, "scores.csv"), batch_size=4096, backend=backend)
+    score_file(model, params, path, os.path.join(work_dir, "scores.csv"), batch_size=4096, chunk_rows=20_000,
+               backend=backend)
     return time.perf_counter() - start
+
+
+def measure(name, dataset, rows, count, quick):
+    """Every measurement of one model: ``{backend: {metric: value}}``."""
+    import gc
+
+    params, model, test_rows = load(dataset, MODELS[name])
+    res = {b: {} for b in BACKENDS}
+    with tempfile.TemporaryDirectory() as work_dir:
+        run = runners(model, os.path.join(work_dir, name))
+        for batch_size in (1, 64):
+            reqs = requests(model, test_rows, batch_size, count, seed=batch_size)
+            for backend in BACKENDS:
+                res[backend][f"p50_ms_b{batch_size}"], res[backend][f"p99_ms_b{batch_size}"] = \
+                    latency_ms(run[backend], reqs)
+        for batch_size in (1024, 4096):
+            reqs = requests(model, test_rows, batch_size, 3 if quick else 8, seed=batch_size)
+            for backend in BACKENDS:
+                res[backend][f"rows_per_s_b{batch_size}"] = throughput(run[backend], reqs)
+        del run, reqs
+        gc.collect()
+        for backend in BACKENDS:
+            res[backend]["cli_seconds"] = cli_seconds(model, params, rows, backend, work_dir)
+    return res
 
 
 def main(argv=None):
@@ -114,31 +143,22 @@ def main(argv=None):
     parser.add_argument("--dataset", default="tiny_amazon", help="a dataset_id of config/dataset_config.yaml")
     parser.add_argument("--rows", type=int, default=None, help="CSV rows for the CLI timing (default 1M)")
     parser.add_argument("--quick", action="store_true", help="50 requests per latency, 100k CLI rows")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "inference"))
     args = parser.parse_args(argv)
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     count = 50 if args.quick else 300
     results = {"dataset": args.dataset, "torch_threads": torch.get_num_threads(), "cli_rows": rows, "models": {}}
-    with tempfile.TemporaryDirectory() as work_dir:
-        for name, template in MODELS.items():
-            params, model, test_rows = load(args.dataset, template)
-            run = runners(model, os.path.join(work_dir, name))
-            res = results["models"][name] = {b: {} for b in BACKENDS}
-            for batch_size in (1, 64):
-                reqs = requests(model, test_rows, batch_size, count, seed=batch_size)
-                for backend in BACKENDS:
-                    res[backend][f"p50_ms_b{batch_size}"], res[backend][f"p99_ms_b{batch_size}"] = \
-                        latency_ms(run[backend], reqs)
-            for batch_size in (1024, 4096):
-                reqs = requests(model, test_rows, batch_size, 3 if args.quick else 8, seed=batch_size)
-                for backend in BACKENDS:
-                    res[backend][f"rows_per_s_b{batch_size}"] = throughput(run[backend], reqs)
-            for backend in BACKENDS:
-                res[backend]["cli_seconds"] = cli_seconds(model, params, rows, backend, work_dir)
-            print(f"{name}: done", flush=True)
+    # one process per model: ONNX Runtime's arena and the CPU heap keep their peak (GBs at
+    # batch 4096), which the next model should not inherit
+    context = multiprocessing.get_context("spawn")
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"{args.dataset}.json"), "w") as f:
-        json.dump(results, f, indent=2)
+    for name in args.models:
+        with context.Pool(1) as pool:
+            results["models"][name] = pool.apply(measure, (name, args.dataset, rows, count, args.quick))
+        print(f"{name}: done", flush=True)
+        with open(os.path.join(args.out, f"{args.dataset}.json"), "w") as f:  # after each model
+            json.dump(results, f, indent=2)
     print_table(results)
     speedups = {name: res["pytorch"]["p50_ms_b1"] / res["onnx"]["p50_ms_b1"] for name, res in results["models"].items()}
     print("RESULT " + " ".join(f"onnx_vs_eager_batch1_{n.lower()}={s:.2f}x" for n, s in speedups.items()))

@@ -117,7 +117,9 @@ def make_scorer(model, backend, expid, work_dir):
         return lambda batch: graph(*batch_inputs(model, batch))
     import onnxruntime as ort
 
-    session = ort.InferenceSession(os.path.join(folder, "model.onnx"), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.enable_cpu_mem_arena = False  # streaming: do not keep the largest batch's memory
+    session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     return lambda batch: torch.from_numpy(
         session.run(["score"], {n: x.numpy() for n, x in zip(names, batch_inputs(model, batch))})[0])
