@@ -142,8 +142,11 @@ def check_keys(params, model_class):
         elif key not in DATASET_KEYS:
             raise UserError(f"{params['dataset_id']}: unknown key {key!r} in dataset_config"
                             f"{suggest(key, DATASET_KEYS)}")
-    for metric in list(params.get("metrics") or []) + _monitor_metrics(params.get("monitor")):
-        if metric not in SUPPORTED_METRICS:
+    metrics = params.get("metrics") or []
+    if isinstance(metrics, str) or not isinstance(metrics, list):
+        raise UserError(f"{expid}: metrics must be a list of metric names, got {metrics!r}"[:300])
+    for metric in metrics + _monitor_metrics(params.get("monitor")):
+        if not isinstance(metric, str) or metric not in SUPPORTED_METRICS:
             raise UserError(f"{expid}: unknown metric {metric!r} in metrics/monitor"
                             f"{suggest(metric, SUPPORTED_METRICS)} (supported: {', '.join(SUPPORTED_METRICS)})")
     return warnings

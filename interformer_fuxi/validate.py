@@ -242,8 +242,18 @@ def _check_chunk(lines, sep, num_fields, index, checks, report):
     ok = lines[~bad]
     if ok.empty:
         return ~bad
-    fields = pd.read_csv(io.StringIO("\n".join(ok.tolist())), sep=sep, header=None, dtype=str,
-                         na_filter=False, engine="c")  # the C parser splits fastest
+    fields = _parse(ok, sep, num_fields)
+    if fields is None:  # quoting the checks above let through: drop the lines the parser rejects
+        broken = ok.map(lambda line: _parse(pd.Series([line]), sep, num_fields) is None)
+        _record(report, "quoting", ok.index[broken],
+                pd.Series("the quotes of this line do not parse", index=ok.index[broken]))
+        bad[ok.index[broken]] = True
+        ok = ok[~broken]
+        fields = _parse(ok, sep, num_fields) if not ok.empty else None
+        if fields is None:  # never accept lines unchecked
+            _record(report, "quoting", ok.index, pd.Series("the quotes of this line do not parse", index=ok.index))
+            bad[ok.index] = True
+            return ~bad
     fields.index = ok.index
     for name, check in checks.items():
         values = fields[index[name]]
@@ -259,6 +269,17 @@ def _check_chunk(lines, sep, num_fields, index, checks, report):
                 count, longest = report.truncated.get(name, (0, 0))
                 report.truncated[name] = (count + int(over.sum()), max(longest, int(lengths.max())))
     return ~bad
+
+
+def _parse(lines, sep, num_fields):
+    """The lines split into ``num_fields`` string columns by pandas' C parser (the fastest), or
+    None where it rejects them or splits them otherwise."""
+    try:
+        fields = pd.read_csv(io.StringIO("\n".join(lines.tolist())), sep=sep, header=None, dtype=str,
+                             na_filter=False, engine="c")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError):
+        return None
+    return fields if fields.shape == (len(lines), num_fields) else None
 
 
 def _record(report, kind, line_numbers, messages):
