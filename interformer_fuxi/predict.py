@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .columns import feature_columns, label_columns
 from .errors import UserError, report
 from .runner import DEFAULT_CONFIG
 
@@ -60,8 +61,6 @@ def read_header(path, sep):
 def scoring_params(params, header):
     """The dataset config as the scoring CSV needs it: no fixed header, label and ``meta``
     columns only where the CSV has them."""
-    from .data import feature_columns, label_columns
-
     has = lambda name: name in header
     cols = [c for c in feature_columns(params) if c.get("type") != "meta" or has(c["name"])]
     labels = [c for c in label_columns(params) if has(c["name"])]
@@ -70,8 +69,6 @@ def scoring_params(params, header):
 
 def id_columns(params, header):
     """The input's id columns: ``group_id`` and the ``meta`` columns, where present."""
-    from .data import feature_columns
-
     names = [params.get("group_id")] + [c["name"] for c in feature_columns(params) if c.get("type") == "meta"]
     return [n for n in dict.fromkeys(names) if n and n in header]
 

@@ -23,7 +23,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import time
 from collections import Counter
 
@@ -31,6 +30,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from .columns import copy_source, feature_columns, label_columns, required_columns
 from .errors import UserError
 
 BAD_ROW_MODES = ("fail", "skip")
@@ -98,15 +98,13 @@ def _quote(values):
 
 def column_checks(params):
     """The checks for the columns FuxiCTR reads, keyed by CSV column name."""
-    from .data import feature_columns, label_columns
-
     checks = {}
     for col in label_columns(params):
         checks[col["name"]] = ColumnCheck(col["name"], "label", col)
     for col in feature_columns(params):
         if not col.get("active", True):
             continue
-        source = _copy_source(col)
+        source = copy_source(col)
         name = source or col["name"]
         if col.get("type") == "sequence":
             kind = "sequence"
@@ -119,23 +117,6 @@ def column_checks(params):
         if name not in checks or checks[name].kind == "str":
             checks[name] = ColumnCheck(name, kind, col)
     return checks
-
-
-def _copy_source(col):
-    match = re.fullmatch(r"\s*copy_from\((\w+)\)\s*", str(col.get("preprocess") or ""))
-    return match.group(1) if match else None
-
-
-def required_columns(params):
-    """CSV columns the build reads: configured ones, sources of ``copy_from`` ones, labels."""
-    from .data import feature_columns, label_columns
-
-    names = []
-    for col in label_columns(params) + feature_columns(params):
-        name = _copy_source(col) or col["name"] if col.get("preprocess") else col["name"]
-        if name not in names:
-            names.append(name)
-    return names
 
 
 def check_header(path, header, params):
@@ -336,8 +317,6 @@ def check_md5(params):
 def check_pretrained(params):
     import h5py
 
-    from .data import feature_columns
-
     for col in feature_columns(params):
         path = col.get("pretrained_emb")
         if not path or col.get("share_embedding"):
@@ -368,7 +347,6 @@ def validate_dataset(params, work_dir):
         raise UserError(f"{params['dataset_id']}: bad_rows must be one of {', '.join(BAD_ROW_MODES)}, "
                         f"got {mode!r}")
     group = params.get("group_id")
-    from .data import feature_columns
     if group and group not in [c["name"] for c in feature_columns(params)]:
         raise UserError(f"{params['dataset_id']}: group_id {group!r} is not a configured feature column")
     check_md5(params)
