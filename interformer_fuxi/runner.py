@@ -4,6 +4,8 @@ Flow: load ``Base`` + expid + dataset config -> check keys -> build H5 from CSV 
 -> load the ``FeatureMap`` -> train with ``H5DataLoader`` and early stopping -> evaluate
 valid and test -> append the BARS result line to ``<config dir name>.csv`` in the
 working directory. Logs and checkpoints go to ``<model_root>/<dataset_id>/<expid>.{log,model}``.
+Under ``torchrun`` (several ``--gpu`` ids, or ``-1`` for CPU processes) the run is data-parallel:
+:mod:`interformer_fuxi.distributed` says who reads, computes and writes what.
 """
 import argparse
 import gc
@@ -14,6 +16,7 @@ from datetime import datetime
 
 import torch
 
+from . import distributed
 from .cpu_heap import keep_freed_memory
 from .errors import UserError, report
 
@@ -26,7 +29,9 @@ def parse_args(argv=None):
                         help="config directory holding model_config.yaml and dataset_config.yaml "
                              "(default: the project's config/)")
     parser.add_argument("--expid", required=True, help="experiment id in model_config.yaml")
-    parser.add_argument("--gpu", type=int, default=-1, help="GPU index, -1 for CPU")
+    parser.add_argument("--gpu", type=int, nargs="+", default=[-1],
+                        help="GPU index, -1 for CPU; under torchrun one id per process of the node "
+                             "(torchrun --nproc_per_node 4 run_expid.py ... --gpu 0 1 2 3)")
     parser.add_argument("--fresh", action="store_true",
                         help="start over, ignoring the resumable state a killed run of this expid left")
     parser.add_argument("--model_zoo", default=None,
@@ -68,6 +73,14 @@ def start_log(params, append=False):
                         handlers=[handler, logging.StreamHandler()])
 
 
+def quiet_log():
+    """A rank other than 0 under DDP: no log file, warnings on the console only, marked with the rank."""
+    for old in logging.root.handlers[:]:
+        logging.root.removeHandler(old)
+    logging.basicConfig(level=logging.WARNING,
+                        format=f"%(asctime)s rank {distributed.rank()} %(levelname)s %(message)s")
+
+
 def prepare(config_dir, expid, gpu=-1, overrides=None, log=True, resume=True):
     """Load and check an expid, build its H5 data once, load its feature map.
 
@@ -98,6 +111,11 @@ def prepare(config_dir, expid, gpu=-1, overrides=None, log=True, resume=True):
         check_csv_columns(params)
     params["gpu"] = gpu
     params.setdefault("verbose", 1)
+    if not distributed.is_main():
+        params["verbose"] = 0  # one progress bar, rank 0's
+        if log:
+            quiet_log()
+        log = False
     if log:
         start_log(params, append=resume and os.path.exists(state_file(params)))
         logging.info("Model: %s from %s", model_class.__name__, source_file(model_class))
@@ -115,7 +133,12 @@ def prepare(config_dir, expid, gpu=-1, overrides=None, log=True, resume=True):
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     if csv_input:
         params["_train_csv"], params["_test_csv"] = params.get("train_data"), params.get("test_data")
-        params["train_data"], params["valid_data"], params["test_data"] = build_h5(params)
+        if not distributed.is_main():
+            distributed.barrier()  # rank 0 builds; the others then reuse its build
+        splits = build_h5(params)
+        if distributed.is_main():
+            distributed.barrier()
+        params["train_data"], params["valid_data"], params["test_data"] = splits
     feature_map = FeatureMap(params["dataset_id"], data_dir)
     feature_map.load(os.path.join(data_dir, "feature_map.json"), params)
     logging.info("Feature specs: " + print_to_json(feature_map.features))
@@ -141,12 +164,16 @@ def pinned(model, *loaders):
 
 
 def load_split(feature_map, params, stage):
-    """FuxiCTR's ``H5DataLoader`` iterators, with one clear line for a truncated or corrupt H5."""
-    from fuxictr.pytorch.dataloaders import H5DataLoader
+    """FuxiCTR's loaders, with one clear line for a truncated or corrupt H5: ``H5DataLoader``
+    (a split in memory), or ``H5BlockDataLoader`` for block data (``<split>/*.h5``, built with
+    ``data_block_size``: one block in memory at a time)."""
+    from fuxictr.pytorch.dataloaders import H5BlockDataLoader, H5DataLoader
 
+    key = "train_data" if stage == "train" else "test_data"
+    loader = H5BlockDataLoader if "*" in str(params.get(key) or "") else H5DataLoader
     try:
-        return H5DataLoader(feature_map, stage=stage, **params).make_iterator()
-    except (OSError, KeyError, ValueError) as exc:
+        return loader(feature_map, stage=stage, **params).make_iterator()
+    except (OSError, KeyError, ValueError, AssertionError) as exc:  # the block loader asserts on no files
         data_dir = os.path.join(params["data_root"], params["dataset_id"])
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{data_dir}: unreadable {stage} H5 data ({reason}); delete the folder to rebuild "
@@ -163,7 +190,12 @@ def run_expid(config_dir, expid, gpu=-1, overrides=None, resume=True):
     params, feature_map, model_class = prepare(config_dir, expid, gpu, overrides, resume=resume)
     model = build_model(params, feature_map, model_class)
     model.count_parameters()
+    if distributed.active() and not hasattr(model, "_attach_ddp"):
+        raise UserError(f"{params['model_id']}: distributed training runs this package's models; "
+                        f"{type(model).__name__} comes from FuxiCTR's model_zoo (run it with one process)")
     train_gen, valid_gen = pinned(model, *load_split(feature_map, params, "train"))
+    if distributed.active():
+        train_gen, valid_gen = distributed.shard_loaders(train_gen, valid_gen, seed=params.get("seed", 2019))
     # (a FuxiCTR zoo model's fit takes **kwargs: it trains from the start, as FuxiCTR does)
     model.fit(train_gen, validation_data=valid_gen, resume=resume, **params)
 
@@ -175,8 +207,10 @@ def run_expid(config_dir, expid, gpu=-1, overrides=None, resume=True):
     if params.get("test_data"):
         logging.info("******** Test evaluation ********")
         test_gen, = pinned(model, load_split(feature_map, params, "test"))
+        if distributed.active():
+            _, test_gen = distributed.shard_loaders(None, test_gen)
         test_result = model.evaluate(test_gen)
-        if params.get("oracle_data") and params.get("_test_csv"):
+        if params.get("oracle_data") and params.get("_test_csv") and distributed.is_main():
             from .oracle import log_oracle
             log_oracle(params, test_result)  # known click probability: the achievable metrics
     return params, model, valid_result, test_result
@@ -197,6 +231,8 @@ def run(args, command):
     overrides = {"model_zoo": args.model_zoo} if getattr(args, "model_zoo", None) else None
     params, _, valid_result, test_result = run_expid(args.config, args.expid, args.gpu, overrides,
                                                      resume=not getattr(args, "fresh", False))
+    if not distributed.is_main():
+        return valid_result, test_result
     result_file = os.path.basename(os.path.normpath(args.config)) + ".csv"
     line = result_line(command, params, valid_result, test_result)
     try:
@@ -215,7 +251,14 @@ def main(argv=None):
     args = parse_args(argv)
     command = "python " + " ".join(sys.argv if argv is None else ["run_expid.py"] + list(argv))
     try:
+        args.gpu = distributed.device_of(args.gpu)
+        distributed.init(args.gpu)
+        if distributed.active():
+            command = (f"torchrun --nnodes {os.environ.get('GROUP_WORLD_SIZE', 1)} --nproc_per_node "
+                       f"{os.environ.get('LOCAL_WORLD_SIZE', 1)} " + command.split(" ", 1)[1])
         run(args, command)
     except UserError as exc:
-        return report(exc)
+        return report(exc if not distributed.launched() else UserError(f"rank {os.environ['RANK']}: {exc}"))
+    finally:
+        distributed.close()
     return 0

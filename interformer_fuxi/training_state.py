@@ -4,7 +4,7 @@
 ``state_dict``). Beside it, ``<expid>.model.state`` holds what a killed run needs to go on
 exactly where it stopped: the model and optimizer (with any learning rate decayed on a
 plateau), the early-stopping record, the epoch, the position in the epoch's shuffled order
-(the torch RNG state the epoch's order was drawn from, and the number of batches done), the
+(the RNG states the epoch's order was drawn from, and the number of batches done), the
 running training loss, and the CPU / CUDA / numpy / Python RNG states of that moment.
 Every write goes to a temporary sibling, is flushed to disk and renamed over the old file,
 so a kill at any instant leaves either the old state or the new one, never half of one.
@@ -20,7 +20,7 @@ import torch
 
 from .errors import UserError
 
-FORMAT = 1
+FORMAT = 2  # 2: the epoch's order is kept as all RNG states (H5 block loaders shuffle with numpy)
 # Keys that do not change what a run computes: a state written under other values still applies.
 VOLATILE_KEYS = {"gpu", "verbose", "num_workers", "epochs", "model_root", "checkpoint_steps", "nonfinite"}
 

@@ -1,7 +1,10 @@
 """``run_param_tuner.py``: grid search over a tuner yaml, one ``run_expid.py`` process per trial.
 
 ``--gpu 0 1 2 3`` gives four slots, one trial each at a time; a repeated id (``--gpu 0 0``)
-runs several trials on that device at once; ``-1`` is the CPU. The flow:
+runs several trials on that device at once; ``-1`` is the CPU. A comma-joined group is one
+slot whose trials train data-parallel on all its devices (``--gpu 0,1 2,3``: two trials at a
+time, two GPUs each; ``-1,-1``: two CPU processes), each under its own ``torchrun --standalone``.
+The flow:
 
 1. check the yaml and enumerate the grid (:mod:`interformer_fuxi.tuner_config`), write the
    expanded configs to ``<yaml dir>/<yaml name>/``;
@@ -19,6 +22,7 @@ and selects ``--tag`` by substring.
 """
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,10 +37,13 @@ RUN_EXPID = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description="Grid search over a FuxiCTR tuner yaml.")
+    # argparse reads "-1" as a value but "-1,-1" (a group of CPU processes) as an option
+    parser._negative_number_matcher = re.compile(r"^-\d+(,-?\d+)*$")
     parser.add_argument("--config", required=True, help="tuner yaml (base_config, base_expid, tuner_space)")
-    parser.add_argument("--gpu", type=int, nargs="+", default=[-1],
+    parser.add_argument("--gpu", type=device_group, nargs="+", default=[(-1,)],
                         help="one slot per id: '0 1 2 3' runs four trials at once, '0 0' two on GPU 0, "
-                             "-1 the CPU (default: -1)")
+                             "-1 the CPU (default: -1); a comma-joined group trains each trial "
+                             "data-parallel on its devices: '0,1 2,3' runs two trials, two GPUs each")
     parser.add_argument("--tag", nargs="+", default=None,
                         help="run only these trials: full expids, indices (3 or 003) or hashes")
     parser.add_argument("--model_zoo", default=None,
@@ -50,19 +57,40 @@ def parse_args(argv=None):
     return args
 
 
+def device_group(text):
+    """``"0,1"`` -> ``(0, 1)``: the devices of one tuner slot."""
+    try:
+        group = tuple(int(g) for g in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a device id or a comma-joined group such as 0,1") from None
+    if len(group) > 1 and (-1 in group) and set(group) != {-1}:
+        raise argparse.ArgumentTypeError(f"{text!r}: a group is all GPUs or all -1 (CPU processes)")
+    return group
+
+
 @dataclass
 class Job:
     trial: object
     slot: int
-    gpu: int
+    gpu: tuple
     proc: subprocess.Popen
     out_path: str
     out_file: object
     start: float
 
 
-def device_name(gpu):
-    return "cpu" if gpu < 0 else f"gpu {gpu}"
+def device_name(group):
+    if group[0] < 0:
+        return "cpu" if len(group) == 1 else f"cpu x{len(group)} processes"
+    return ("gpu " if len(group) == 1 else "gpus ") + ",".join(map(str, group))
+
+
+def trial_command(group):
+    """The launcher of a trial on ``group``: python for one device, torchrun for several."""
+    if len(group) == 1:
+        return [sys.executable, "-u", RUN_EXPID]
+    return [sys.executable, "-u", "-m", "torch.distributed.run", "--standalone",
+            "--nproc_per_node", str(len(group)), RUN_EXPID]
 
 
 def last_line(path):
@@ -99,8 +127,8 @@ class Sweep:
         out_path = self.out_path(trial)
         os.makedirs(os.path.dirname(out_path), exist_ok=True)
         out_file = open(out_path, "w")
-        cmd = [sys.executable, "-u", RUN_EXPID, "--config", self.cfg.config_dir,
-               "--expid", trial.expid, "--gpu", str(gpu)]
+        cmd = trial_command(gpu) + ["--config", self.cfg.config_dir, "--expid", trial.expid,
+                                    "--gpu", *map(str, gpu)]
         if self.cfg.model_zoo:
             cmd += ["--model_zoo", self.cfg.model_zoo]
         proc = subprocess.Popen(cmd, stdout=out_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

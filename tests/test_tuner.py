@@ -325,3 +325,23 @@ def test_results_table_with_seeds():
     assert lines[2] == "| X_001_abc | 1 | 0.700000 | 0.500000 |"
     assert lines[-2] == "| Avg | | 0.720000 | 0.500000 |"
     assert lines[-1] == f"| Std | | {0.0163299:.6f} | 0.000000 |"
+
+
+def test_a_device_group_trains_each_trial_data_parallel(tmp_path):
+    """``--gpu -1,-1``: one slot of two CPU processes; each trial runs under torchrun and its
+    result line names the launch."""
+    root = make_project(tmp_path)
+    yaml_path = write_tuner(root, "group_tuner", {"learning_rate": [3.0e-3]})
+    result = run_tuner(root / "work", "--config", yaml_path, "--gpu", "-1,-1")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "on cpu x2 processes" in result.stdout
+    (line,) = (root / "work" / "group_tuner.csv").read_text().splitlines()
+    assert "[command] torchrun --nnodes 1 --nproc_per_node 2" in line
+
+
+@pytest.mark.parametrize("text", ["0,x", "0,-1"])
+def test_a_bad_device_group_is_one_line(text, capsys):
+    with pytest.raises(SystemExit):
+        tuner.parse_args(["--config", "x.yaml", "--gpu", text])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert repr(text) in err[-1]

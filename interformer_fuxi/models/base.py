@@ -26,6 +26,7 @@ from torch import nn
 from fuxictr.pytorch.models import BaseModel
 from tqdm import tqdm
 
+from .. import distributed
 from .. import metrics as ctr_metrics
 from .. import training_state
 from ..cpu_heap import before_workers_fork
@@ -94,16 +95,20 @@ class CTRModel(BaseModel):
         with self.autocast():
             return self.forward(batch_data)["y_pred"].float().reshape(-1)
 
-    def train_step(self, batch_data):
-        """One optimizer step; None (nothing applied) for a batch skipped as non-finite."""
+    def train_step(self, batch_data, weight=1.0):
+        """One optimizer step; None (nothing applied) for a batch skipped as non-finite.
+        ``weight`` scales the loss (a rank's share of a global batch, :mod:`..distributed`)."""
         # One transfer of the whole batch (FuxiCTR moves each feature column on its own).
         batch_data = batch_data.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
+        ddp = self.__dict__.get("_ddp")  # DDP's forward: gradients averaged over ranks in backward
         with self.autocast():
-            return_dict = self.forward(batch_data)
+            return_dict = self.forward(batch_data) if ddp is None else ddp(batch_data)
         return_dict["y_pred"] = return_dict["y_pred"].float()  # BCE is not autocast-safe
-        loss = self.compute_loss(return_dict, self.get_labels(batch_data))
-        if not torch.isfinite(loss):
+        loss = self.compute_loss(return_dict, self.get_labels(batch_data)) * weight
+        # under DDP every rank must reach the gradient reduction: a non-finite loss shows there
+        # as a non-finite (reduced, so common) gradient norm, decided alike on every rank
+        if ddp is None and not torch.isfinite(loss):
             return self._nonfinite_batch("loss")
         loss.backward()
         norm = nn.utils.clip_grad_norm_(self.parameters(), self._max_gradient_norm)
@@ -145,14 +150,16 @@ class CTRModel(BaseModel):
             self._eval_steps = self._steps_per_epoch
         self._state_file = training_state.state_path(self.checkpoint)
         self._config = training_state.config_digest(kwargs)
+        self._attach_ddp()
         self._best_metric = -np.inf if self._monitor_mode == "max" else np.inf
         self._stopping_steps, self._stop_training = 0, False
         self._total_steps = self._batch_index = self._epoch_index = 0
         self._resume_batch, self._train_loss, self._skipped_batches = 0, 0.0, 0
         self.fit_history = self._new_history()
-        if not resume:
+        if not resume and distributed.is_main():
             training_state.remove(self._state_file)
-        elif os.path.exists(self._state_file):
+        distributed.barrier()  # every rank sees the same state file (rank 0 writes and removes it)
+        if resume and os.path.exists(self._state_file):
             self._restore(training_state.load(self._state_file, "training state", "delete it or pass --fresh"))
         if self.train_ctr is None:
             self.train_ctr = self.label_mean(data_generator)
@@ -169,19 +176,34 @@ class CTRModel(BaseModel):
         if self._skipped_batches:
             logging.warning("Skipped %d batch(es) with a non-finite loss or gradient", self._skipped_batches)
         logging.info("Load best model: %s", self.checkpoint)
-        self.load_weights(self.checkpoint)
-        training_state.remove(self._state_file)  # finished: the same command trains afresh, as FuxiCTR's
+        if distributed.is_main():
+            self.load_weights(self.checkpoint)
+        distributed.broadcast_module(self)  # other ranks need no access to rank 0's files
+        if distributed.is_main():
+            training_state.remove(self._state_file)  # finished: the same command trains afresh, as FuxiCTR's
+        self.__dict__.pop("_ddp", None)
+
+    def _attach_ddp(self):
+        """Under torchrun, a DDP wrapper for the training forward (kept out of the module tree:
+        the checkpoint stays this model's ``state_dict``). DDP copies rank 0's parameters."""
+        if not distributed.active():
+            return
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        self.__dict__["_ddp"] = DistributedDataParallel(self, device_ids=ids)
 
     def train_epoch(self, data_generator):
         self._eval_seconds = 0.0
         start = time.perf_counter()
         self.train()
         before_workers_fork(data_generator)
+        if hasattr(data_generator, "set_epoch"):  # a rank's shard: its order is drawn from seed + epoch
+            data_generator.set_epoch(self._epoch_index)
         skip = self._resume_batch
         if skip:  # the interrupted epoch: its shuffled order again, then the state of the moment
-            torch.set_rng_state(self._epoch_rng)
-        else:
-            self._epoch_rng = torch.get_rng_state()  # the order of this epoch is drawn from it
+            training_state.set_rng_states(self._epoch_rng)
+        else:  # the order of this epoch is drawn from them (torch's sampler; numpy's for H5 blocks)
+            self._epoch_rng = training_state.rng_states()
         batches = iter(data_generator)
         for _ in range(skip):
             next(batches)
@@ -193,11 +215,13 @@ class CTRModel(BaseModel):
         for batch_index, batch_data in enumerate(batches, start=skip):
             self._batch_index = batch_index
             self._total_steps += 1
-            loss = self.train_step(batch_data)
+            # a rank's shard yields (batch, loss weight); FuxiCTR's loaders yield the batch
+            loss = self.train_step(*batch_data) if isinstance(batch_data, tuple) else self.train_step(batch_data)
             if loss is not None:
                 self._train_loss += loss.item()
             if self._total_steps % self._eval_steps == 0:
-                logging.info("Train loss: %.6f", self._train_loss / self._eval_steps)
+                loss_sum, = distributed.all_sum([self._train_loss])  # weighted: sums to world * mean
+                logging.info("Train loss: %.6f", loss_sum / distributed.world_size() / self._eval_steps)
                 self._train_loss = 0.0
                 self.eval_step()
             if self._stop_training:
@@ -205,12 +229,21 @@ class CTRModel(BaseModel):
             if (self._checkpoint_steps and self._total_steps % self._checkpoint_steps == 0
                     and batch_index + 1 < self._steps_per_epoch):
                 self._save_state(self._epoch_index, batch_index + 1)
-        self.fit_history["epoch_seconds"].append(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        self.fit_history["epoch_seconds"].append(seconds)
         self.fit_history["eval_seconds"].append(self._eval_seconds)
+        rows = getattr(data_generator, "num_samples", None)  # all ranks' rows under DDP
+        whole = not skip and self._batch_index + 1 == self._steps_per_epoch
+        if rows and whole and seconds > self._eval_seconds:
+            logging.info("Epoch %d trained %d samples in %.1f s: %.0f samples/s (evaluation excluded)",
+                         self._epoch_index + 1, rows, seconds - self._eval_seconds,
+                         rows / (seconds - self._eval_seconds))
         self._save_state(self._epoch_index + 1, 0)
 
     def _save_state(self, epoch, batch):
-        """The resumable state, to go on at ``batch`` of ``epoch`` (0-based)."""
+        """The resumable state, to go on at ``batch`` of ``epoch`` (0-based); rank 0's under DDP."""
+        if not distributed.is_main():
+            return
         state = {"format": training_state.FORMAT, "config": self._config, "epoch": epoch, "batch": batch,
                  "total_steps": self._total_steps, "train_loss": self._train_loss,
                  "best_metric": self._best_metric, "stopping_steps": self._stopping_steps,
@@ -250,23 +283,28 @@ class CTRModel(BaseModel):
             self.fit_history["best_monitor"] = float(self._monitor.get_value(logs))
 
     def save_weights(self, checkpoint):
-        """FuxiCTR's checkpoint (a ``state_dict``), written atomically: a kill mid-write leaves the old one."""
-        training_state.atomic_save(self.state_dict(), checkpoint, "checkpoint")
+        """FuxiCTR's checkpoint (a ``state_dict``), written atomically: a kill mid-write leaves the old one.
+        Under DDP the ranks hold the same parameters: rank 0 writes."""
+        if distributed.is_main():
+            training_state.atomic_save(self.state_dict(), checkpoint, "checkpoint")
 
     def load_weights(self, checkpoint):
         self.to(self.device)
         self.load_state_dict(training_state.load(checkpoint, "checkpoint", "delete it and train again"))
 
     def label_mean(self, data_generator):
-        """Mean label of a FuxiCTR data generator (reads the in-memory array when there is one)."""
+        """Mean label of a training split (reads the in-memory array when there is one)."""
         label_col = self.feature_map.get_column_index(self.feature_map.labels[0])
-        darray = getattr(getattr(data_generator, "dataset", None), "darray", None)
+        darray = getattr(getattr(data_generator, "dataset", data_generator), "darray", None)
         if darray is not None:
             return float(darray[:, label_col].double().mean())
         total, count = 0.0, 0
         for batch in data_generator:
-            total += float(batch[:, label_col].double().sum())
-            count += batch.shape[0]
+            batch, weight = batch if isinstance(batch, tuple) else (batch, 1.0)  # a rank's shard
+            if weight:  # (a weight-0 batch is a placeholder row)
+                total += float(batch[:, label_col].double().sum())
+                count += batch.shape[0]
+        total, count = distributed.all_sum([total, count])  # one rank's shard holds only its rows
         return total / max(count, 1)
 
     def evaluate(self, data_generator, metrics=None):
@@ -283,6 +321,13 @@ class CTRModel(BaseModel):
         y_pred = torch.cat(y_pred).double().numpy()
         y_true = torch.cat(y_true).double().numpy()
         group_id = torch.cat(group_id).numpy() if group_id else None
+        if distributed.active():  # every rank scored a slice: rank 0 decides, all ranks act alike
+            y_pred, y_true = distributed.gather_rows(y_pred), distributed.gather_rows(y_true)
+            group_id = None if group_id is None else distributed.gather_rows(group_id)
+            val_logs = distributed.broadcast(self.evaluate_metrics(
+                y_true, y_pred, metrics or self.validation_metrics, group_id) if distributed.is_main() else None)
+            logging.info("[Metrics] " + " - ".join(f"{k}: {v:.6f}" for k, v in val_logs.items()))
+            return val_logs
         val_logs = self.evaluate_metrics(y_true, y_pred, metrics or self.validation_metrics, group_id)
         logging.info("[Metrics] " + " - ".join(f"{k}: {v:.6f}" for k, v in val_logs.items()))
         return val_logs
