@@ -150,7 +150,7 @@ def main(argv=None):
     from .serving import serving_model
 
     try:
-        params, _, model = load_trained(args.config, args.expid)
+        _, _, model = load_trained(args.config, args.expid)
         sig = export(serving_model(model, args.expid), args.format, args.out,
                      extra={"expid": args.expid, "checkpoint": os.path.abspath(model.checkpoint)})
     except UserError as exc:

@@ -13,11 +13,11 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write
 from .errors import UserError
 
 FORMAT = 2  # 2: the epoch's order is kept as all RNG states (H5 block loaders shuffle with numpy)
@@ -50,26 +50,11 @@ def set_rng_states(states):
 
 def atomic_save(obj, path, what="file"):
     """``torch.save`` through a temporary sibling, fsync and rename; one clear error on failure."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path, mode="wb", durable=True) as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        directory = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a crash
-        finally:
-            os.close(directory)
     except OSError as exc:
         raise UserError(f"{path}: cannot write the {what} ({exc.strerror or exc})") from None
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def load(path, what="checkpoint", hint="delete it or retrain"):
