@@ -144,7 +144,11 @@ def load_expid(config_dir, expid, dataset_id=None, model_zoo=None):
     _mapping(datasets[dataset_id] or {}, f"dataset_config section {dataset_id}")
     params = copy.deepcopy(dict(base, **section))  # FuxiCTR's load_config: Base, expid, then dataset
     params["model_id"] = expid
-    params.update(copy.deepcopy(dict(dataset_id=dataset_id, **(datasets[dataset_id] or {}))))
+    inner = (datasets[dataset_id] or {}).get("dataset_id", dataset_id)
+    if inner != dataset_id:
+        raise UserError(f"dataset_config section {dataset_id}: its dataset_id key says {inner!r}; "
+                        "drop the key (the section's name is the dataset_id)"[:300])
+    params.update(copy.deepcopy(dict(datasets[dataset_id] or {}, dataset_id=dataset_id)))
     params["_model_keys"] = sorted(set(base) | set(section))
     params["_dataset_keys"] = sorted(datasets[dataset_id] or {})
     params["_alias_notes"] = apply_aliases(params)

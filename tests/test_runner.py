@@ -4,9 +4,11 @@ import re
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from interformer_fuxi.config import dump_yaml, load_yaml
+from interformer_fuxi.errors import UserError
 from conftest import REPO, run_expid
 
 METRIC_LINE = re.compile(r"\[Metrics\] gAUC: ([\d.]+) - AUC: ([\d.]+) - logloss: ([\d.]+) - NE: ([\d.]+)")
@@ -171,3 +173,13 @@ def test_package_imports_from_another_working_directory(tmp_path):
     assert out.returncode == 0, out.stderr
     root, name = out.stdout.split()
     assert os.path.realpath(root) == os.path.realpath(REPO) and name == "InterFormer"
+
+
+def test_a_dataset_section_may_repeat_its_own_dataset_id_but_not_another(tmp_path):
+    from interformer_fuxi.config import load_expid
+    (tmp_path / "model_config.yaml").write_text("X:\n    model: InterFormer\n    dataset_id: d1\n")
+    (tmp_path / "dataset_config.yaml").write_text("d1:\n    dataset_id: d1\n    data_root: r\n")
+    assert load_expid(tmp_path, "X")["dataset_id"] == "d1"
+    (tmp_path / "dataset_config.yaml").write_text("d1:\n    dataset_id: d2\n    data_root: r\n")
+    with pytest.raises(UserError, match="dataset_config section d1: its dataset_id key says 'd2'"):
+        load_expid(tmp_path, "X")
