@@ -1,4 +1,5 @@
-"""CSV -> H5 with FuxiCTR 2.0's ``FeatureProcessor``/``build_dataset``, checked and atomic.
+"""CSV -> H5, checked and atomic: streamed in chunks (:mod:`interformer_fuxi.stream_build`,
+the default) or with FuxiCTR 2.0's ``FeatureProcessor``/``build_dataset`` (``build: fuxictr``).
 
 Before the (possibly long) build, every configured data file must exist, every CSV must
 hold every configured column, and ``validate.validate_dataset`` checks every row. The build writes into a temporary sibling directory and is
@@ -12,46 +13,31 @@ import pickle
 import shutil
 
 import pandas as pd
-from fuxictr.preprocess import FeatureProcessor, build_dataset
+from fuxictr.preprocess import build_dataset
 
+from .columns import feature_columns, label_columns, required_columns  # noqa: F401 (importers)
 from .config import path_not_found
 from .errors import UserError
+from .fuxictr_processor import SourceFirstFeatureProcessor
+from .stream_build import CHUNK_ROWS, build_streaming
+from .validate import validate_dataset
 
 SPLITS = ("train_data", "valid_data", "test_data")
-# Dataset keys read by the validator and the oracle, not by FuxiCTR's build.
-VALIDATION_KEYS = ("csv_header", "md5", "bad_rows", "oracle_data")
+# Dataset keys read by the validator, the oracle and build_h5, not by FuxiCTR's build.
+VALIDATION_KEYS = ("csv_header", "md5", "bad_rows", "oracle_data", "build", "chunk_rows")
+BUILDERS = ("streaming", "fuxictr")
 
 
-class SourceFirstFeatureProcessor(FeatureProcessor):
-    """FuxiCTR's ``FeatureProcessor``, with empty string cells filled before ``copy_from``.
-
-    FuxiCTR preprocesses columns in reverse config order, so ``pos_items_emb:
-    copy_from(pos_items)`` copies ``pos_items`` before its empty cells (NaN) become "", and
-    the copy turns them into the token "nan" (an out-of-vocabulary id where the source has
-    none). Filling the string columns first keeps a derived column equal to its source.
-    """
-
-    def preprocess(self, ddf):
-        for col in self.label_cols + self.feature_cols:
-            name = col["name"]
-            if name in ddf.columns and col.get("dtype") in ("str", str) and ddf[name].isnull().values.any():
-                ddf[name] = self._fill_na_(col, ddf[name])
-        return super().preprocess(ddf)
-
-
-def feature_columns(params):
-    """The configured feature columns, one dict per column (FuxiCTR allows name lists)."""
-    cols = []
-    for col in params.get("feature_cols") or []:
-        names = col["name"] if isinstance(col["name"], list) else [col["name"]]
-        for name in names:
-            cols.append(dict(col, name=name, active=col.get("active", True)))
-    return cols
-
-
-def label_columns(params):
-    labels = params.get("label_col") or []
-    return labels if isinstance(labels, list) else [labels]
+def builder(params):
+    """``build`` of the dataset config: ``streaming`` (the default: chunked, the same output
+    as FuxiCTR's) or ``fuxictr`` (FuxiCTR 2.0.4's in-memory ``build_dataset``). Without the
+    key, a config that splits the train file (``valid_size``/``test_size``) uses FuxiCTR's."""
+    build = params.get("build")
+    if build is None:
+        return "fuxictr" if params.get("valid_size") or params.get("test_size") else "streaming"
+    if build not in BUILDERS:
+        raise UserError(f"{params['dataset_id']}: build must be one of {', '.join(BUILDERS)}, got {build!r}")
+    return build
 
 
 def check_data_files(params):
@@ -68,8 +54,6 @@ def check_data_files(params):
 
 
 def check_csv_columns(params):
-    from .validate import required_columns
-
     required = required_columns(params)  # a ``copy_from(x)`` column needs ``x``, not itself
     sep = params.get("sep", ",")
     for key in SPLITS:
@@ -117,8 +101,7 @@ def build_h5(params):
 
 
 def _build_atomically(params, data_dir):
-    from .validate import validate_dataset
-
+    build = builder(params)
     tmp_root = os.path.join(params["data_root"], f".building-{params['dataset_id']}-{os.getpid()}")
     shutil.rmtree(tmp_root, ignore_errors=True)
     build_params = copy.deepcopy({k: v for k, v in params.items()
@@ -129,8 +112,11 @@ def _build_atomically(params, data_dir):
         os.makedirs(tmp_root)
         # the validated (in skip mode: cleaned) copies live in tmp_root, removed below
         build_params.update(validate_dataset(params, tmp_root))
-        processor = SourceFirstFeatureProcessor(**build_params)
-        build_dataset(processor, **build_params)
+        if build == "streaming":
+            processor = build_streaming(build_params, build_params, params.get("chunk_rows", CHUNK_ROWS))
+        else:
+            processor = SourceFirstFeatureProcessor(**build_params)
+            build_dataset(processor, **build_params)
         build_dir = processor.data_dir
         _retarget_pickle(processor, build_dir, data_dir)
         try:
