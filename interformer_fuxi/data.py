@@ -7,6 +7,7 @@ renamed into ``<data_root>/<dataset_id>`` only when complete, so a failed or int
 build leaves nothing behind and the next run builds again.
 """
 import copy
+import glob
 import logging
 import os
 import pickle
@@ -71,17 +72,21 @@ def check_csv_columns(params):
 
 
 def built_files(data_dir, params):
+    """The files a build leaves: ``feature_map.json`` and ``<split>.h5``, or with
+    ``data_block_size`` the FuxiCTR block pattern ``<split>/*.h5`` (what its loaders take)."""
     files = {"feature_map.json": os.path.join(data_dir, "feature_map.json")}
+    blocks = int(params.get("data_block_size") or 0) > 0
     for key in SPLITS:
         if params.get(key):
-            name = key.split("_")[0] + ".h5"
-            files[name] = os.path.join(data_dir, name)
+            split = key.split("_")[0]
+            files[split + ".h5"] = os.path.join(data_dir, split, "*.h5") if blocks else \
+                os.path.join(data_dir, split + ".h5")
     return files
 
 
 def is_built(params):
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
-    return all(os.path.isfile(f) for f in built_files(data_dir, params).values())
+    return all(glob.glob(f) if "*" in f else os.path.isfile(f) for f in built_files(data_dir, params).values())
 
 
 def build_h5(params):
