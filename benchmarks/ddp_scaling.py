@@ -38,7 +38,7 @@ def derived_config(config_dir, expid, dataset, epochs, overrides, out_dir):
     section = dict(models[expid], dataset_id=dataset, epochs=epochs, verbose=0,
                    model_root=os.path.join(out_dir, "checkpoints"), **overrides)
     data = {k: (os.path.join(REPO, v) if k in PATH_KEYS and isinstance(v, str) else v)
-            for k, v in datasets[dataset].items()}
+            for k, v in datasets[dataset].items() if k != "oracle_data"}
     cfg = os.path.join(out_dir, "config")
     os.makedirs(cfg, exist_ok=True)
     with open(os.path.join(cfg, "model_config.yaml"), "w") as f:
