@@ -47,7 +47,8 @@ def build(folder, out_root, block):
 
 def config(work, params, block):
     """A config dir: the built H5 (``data_format: h5``) and InterFormer_taobao_tiny's model keys."""
-    from interformer_fuxi.config import dump_yaml, read_sections
+    from ddp_scaling import write_config
+    from interformer_fuxi.config import read_sections
 
     data_dir = os.path.join(params["data_root"], params["dataset_id"])
     split = (lambda name: os.path.join(data_dir, name, "*.h5")) if block else \
@@ -56,16 +57,10 @@ def config(work, params, block):
                    test_data=split("test"))
     for key in ("csv_header", "data_block_size", "dataset_id"):
         dataset.pop(key, None)
-    model = dict(read_sections(os.path.join(REPO, "config"), "model_config")["InterFormer_taobao_tiny"],
-                 dataset_id=params["dataset_id"], model_root=os.path.join(work, "checkpoints"), **MODEL)
-    cfg = os.path.join(work, "config")
-    os.makedirs(cfg, exist_ok=True)
-    with open(os.path.join(cfg, "model_config.yaml"), "w") as f:
-        dump_yaml({"Base": read_sections(os.path.join(REPO, "config"), "model_config")["Base"],
-                   "InterFormer_block": model}, f)
-    with open(os.path.join(cfg, "dataset_config.yaml"), "w") as f:
-        dump_yaml({params["dataset_id"]: dataset}, f)
-    return cfg
+    models = read_sections(os.path.join(REPO, "config"), "model_config")
+    model = dict(models["InterFormer_taobao_tiny"], dataset_id=params["dataset_id"],
+                 model_root=os.path.join(work, "checkpoints"), **MODEL)
+    return write_config(work, {"Base": models["Base"], "InterFormer_block": model}, {params["dataset_id"]: dataset})
 
 
 def rss_kb(pids):
@@ -93,6 +88,11 @@ def tree(pid):
     return out
 
 
+def log_time(line):
+    """Seconds since the epoch of a log line ``2026-12-06 09:00:00,123 P1 INFO ...`` (local time)."""
+    return time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")) + int(line[20:23]) / 1000
+
+
 def train(label, cfg, work, ddp):
     """One epoch in a fresh process; RSS samples between the epoch's start and end log lines."""
     launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"] if ddp \
@@ -111,12 +111,11 @@ def train(label, cfg, work, ddp):
         raise SystemExit(f"{label}: failed, see {out_path}")
     text = open(out_path).read()
     start = end = None
-    for line in text.splitlines():  # "2026-12-06 09:00:00,123 P1 INFO ..." -> epoch time
-        stamp = line[:23]
+    for line in text.splitlines():
         if "Epoch=1 start" in line:
-            start = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+            start = log_time(line)
         if "Evaluation @epoch 1" in line and start is not None:
-            end = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+            end = log_time(line)
     epoch = [(t, m) for t, m in samples if start <= t <= end]
     marks = {f"rss_mb_{q}%": round(epoch[min(len(epoch) - 1, int(len(epoch) * q / 100))][1]) for q in (10, 50, 90)}
     rate = [l for l in text.splitlines() if "samples/s" in l]

@@ -39,13 +39,18 @@ def derived_config(config_dir, expid, dataset, epochs, overrides, out_dir):
                    model_root=os.path.join(out_dir, "checkpoints"), **overrides)
     data = {k: (os.path.join(REPO, v) if k in PATH_KEYS and isinstance(v, str) else v)
             for k, v in datasets[dataset].items() if k != "oracle_data"}
+    return write_config(out_dir, {"Base": models.get("Base", {}), expid: section}, {dataset: data}), section
+
+
+def write_config(out_dir, models, datasets):
+    """``<out_dir>/config/{model,dataset}_config.yaml`` holding ``models`` and ``datasets``."""
     cfg = os.path.join(out_dir, "config")
     os.makedirs(cfg, exist_ok=True)
     with open(os.path.join(cfg, "model_config.yaml"), "w") as f:
-        dump_yaml({"Base": models.get("Base", {}), expid: section}, f)
+        dump_yaml(models, f)
     with open(os.path.join(cfg, "dataset_config.yaml"), "w") as f:
-        dump_yaml({dataset: data}, f)
-    return cfg, section
+        dump_yaml(datasets, f)
+    return cfg
 
 
 def run(label, launch, threads, cfg, expid, dataset, work, model_root):

@@ -240,9 +240,9 @@ class ShardedBlocks:
         order = torch.randperm(len(self.blocks), generator=gen) if self.shuffle else torch.arange(len(self.blocks))
         for b in order.tolist():
             n, steps = self.rows[b], -(-self.rows[b] // self.batch_size)
-            sizes = [part_sizes(shard_bounds(n, self.world, r)[1] - shard_bounds(n, self.world, r)[0], steps)
-                     for r in range(self.world)]
-            lo, hi = shard_bounds(n, self.world, self.rank)
+            bounds = [shard_bounds(n, self.world, r) for r in range(self.world)]
+            sizes = [part_sizes(hi - lo, steps) for lo, hi in bounds]  # every rank's local batch sizes
+            lo, hi = bounds[self.rank]
             data = read_rows(self.blocks[b], self.columns, lo, hi) if hi > lo else \
                 read_rows(self.blocks[b], self.columns, 0, 1)  # a placeholder row, weight 0
             local = torch.randperm(hi - lo, generator=gen) if self.shuffle else torch.arange(hi - lo)
@@ -255,7 +255,7 @@ class ShardedBlockRows:
     """Rank ``r``'s contiguous slice of every block of an evaluation split, in batches."""
 
     def __init__(self, blocks, columns, label, batch_size, world, rank_):
-        self.blocks, self.columns, self.batch_size, self.world, self.rank = blocks, columns, batch_size, world, rank_
+        self.blocks, self.columns, self.batch_size = blocks, columns, batch_size
         self.bounds = [shard_bounds(block_rows(b, label), world, rank_) for b in blocks]
         self.num_samples = sum(hi - lo for lo, hi in self.bounds)
 
@@ -287,10 +287,15 @@ def shard_loaders(train_gen, *eval_gens, seed=2019):
     elif train_gen is not None:
         train = ShardedBlocks(train_gen.data_blocks, columns(train_gen), train_gen.feature_map.labels[0],
                               train_gen.batch_size, world, r, shuffle=train_gen.shuffle, seed=seed)
-    evals = [None if g is None else ShardedRows(darray(g), g.batch_size, world, r) if darray(g) is not None
-             else ShardedBlockRows(g.data_blocks, columns(g), g.feature_map.labels[0], g.batch_size, world, r)
-             for g in eval_gens]
-    return (train, *evals)
+
+    def shard_eval(gen):
+        if gen is None:
+            return None
+        if darray(gen) is not None:
+            return ShardedRows(darray(gen), gen.batch_size, world, r)
+        return ShardedBlockRows(gen.data_blocks, columns(gen), gen.feature_map.labels[0], gen.batch_size, world, r)
+
+    return (train, *map(shard_eval, eval_gens))
 
 
 def _shuffles(loader):
