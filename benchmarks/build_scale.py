@@ -10,7 +10,8 @@ TaobaoAd_x1 schema, then builds the ``taobaoad_x1`` dataset config (valid = test
 with each builder in its own process:
 
 - ``fuxictr``: FuxiCTR 2.0.4's ``FeatureProcessor`` + ``build_dataset`` (no project code);
-- ``streaming``: ``interformer_fuxi.stream_build.build_streaming`` (``--chunk_rows``);
+- ``streaming``: ``interformer_fuxi.stream_build.build_streaming`` (``--chunk_rows``,
+  ``--workers`` tokenizing processes: by default the build's own, up to 4 of the CPUs);
 - ``streaming+validate`` (``--validate``): the project's ``build_h5``, row validation included.
 
 Measured: wall time and peak memory of the process tree (FuxiCTR's token counting runs in 8
@@ -146,7 +147,7 @@ def dataset_params(folder, out_root, dataset_id="taobaoad_x1"):
 
 # ---- one build (child process) ------------------------------------------------------------
 
-def run_one(builder, folder, out_root, chunk_rows):
+def run_one(builder, folder, out_root, chunk_rows, workers):
     """Build in this process; print one JSON line of phase times."""
     params = dataset_params(folder, out_root)
     started = time.time()
@@ -159,11 +160,11 @@ def run_one(builder, folder, out_root, chunk_rows):
         from interformer_fuxi.columns import feature_columns
         from interformer_fuxi.stream_build import build_streaming
 
-        build_streaming(dict(params, feature_cols=feature_columns(params)), params, chunk_rows)
+        build_streaming(dict(params, feature_cols=feature_columns(params)), params, chunk_rows, workers)
     else:
         from interformer_fuxi.data import build_h5
 
-        build_h5(dict(params, build="streaming", chunk_rows=chunk_rows))
+        build_h5(dict(params, build="streaming", chunk_rows=chunk_rows, build_workers=workers))
     print(json.dumps({"build_s": time.time() - started}))
 
 
@@ -207,11 +208,12 @@ def mem_available():
     return 0
 
 
-def measure(builder, folder, out_root, chunk_rows, timeout_s, mem_cap):
+def measure(builder, folder, out_root, chunk_rows, workers, timeout_s, mem_cap):
     """Run one build in a child process; returns the result record."""
     shutil.rmtree(out_root, ignore_errors=True)
     os.makedirs(out_root)
-    cmd = [sys.executable, os.path.abspath(__file__), "--run-one", builder, folder, out_root, str(chunk_rows)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--run-one", builder, folder, out_root, str(chunk_rows),
+           str(workers)]
     started, peak, peak_rss, status = time.time(), 0, 0, "ok"
     log_path = out_root + ".log"  # a file, not a pipe: progress bars must never block the child
     log = open(log_path, "w")
@@ -232,6 +234,7 @@ def measure(builder, folder, out_root, chunk_rows, timeout_s, mem_cap):
         status = "failed: " + (open(log_path).read().strip().splitlines() or ["?"])[-1][:200]
     return {"builder": builder, "status": status, "wall_s": round(wall, 1), "peak_pss_gb": round(peak / 2**30, 2),
             "peak_rss_sum_gb": round(peak_rss / 2**30, 2), "chunk_rows": chunk_rows if builder != "fuxictr" else None,
+            "workers": workers if builder != "fuxictr" else None,
             "load_avg_at_start": open("/proc/loadavg").read().split()[:3]}
 
 
@@ -287,7 +290,8 @@ def table(records):
                          if builder != "fuxictr" and ref and ref["status"] == "ok" else "")
             else:
                 wall, mem, speed = r["status"], "", ""
-            lines.append(f"| {rows:,} | {r.get('csv_gb', 0):.2f} | {builder} | {wall} | {mem} | {speed} | {r.get('same_as_fuxictr', '')} |")
+            name = f"{builder}, {r['workers']} processes" if (r.get("workers") or 1) > 1 else builder
+            lines.append(f"| {rows:,} | {r.get('csv_gb', 0):.2f} | {name} | {wall} | {mem} | {speed} | {r.get('same_as_fuxictr', '')} |")
     return "\n".join(lines)
 
 
@@ -300,23 +304,29 @@ def main(argv=None):
     parser.add_argument("--scratch", default="/tmp/build_scale", help="CSVs and H5 output (never committed)")
     parser.add_argument("--results", default=RESULTS)
     parser.add_argument("--chunk_rows", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=None, help="tokenizing processes of the streaming build "
+                        "(default: the build's own, min(4, CPUs))")
     parser.add_argument("--timeout_min", type=float, default=40.0)
     parser.add_argument("--mem_cap_gb", type=float, default=20.0)
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--keep", action="store_true", help="keep the H5 output")
     parser.add_argument("--generate_only", action="store_true", help="write the CSVs, build nothing")
     parser.add_argument("--table", action="store_true", help="print the table of the results folder and stop")
-    parser.add_argument("--run-one", nargs=4, metavar=("BUILDER", "CSV_DIR", "OUT_ROOT", "CHUNK_ROWS"),
+    parser.add_argument("--run-one", nargs=5, metavar=("BUILDER", "CSV_DIR", "OUT_ROOT", "CHUNK_ROWS", "WORKERS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.run_one:
-        builder, folder, out_root, chunk_rows = args.run_one
-        return run_one(builder, folder, out_root, int(chunk_rows))
+        builder, folder, out_root, chunk_rows, workers = args.run_one
+        return run_one(builder, folder, out_root, int(chunk_rows), int(workers))
     if args.table:
         print(table([json.load(open(p)) for p in sorted(glob.glob(os.path.join(args.results, "*.json")))]))
         return 0
     if args.quick:
         args.rows = [20_000]
+    if args.workers is None:
+        from interformer_fuxi.data import BUILD_WORKERS
+
+        args.workers = BUILD_WORKERS
     builders = list(dict.fromkeys(args.builders + (["streaming+validate"] if args.validate else [])))
     mem_cap = min(args.mem_cap_gb * 2**30, 0.85 * mem_available())
     os.makedirs(args.results, exist_ok=True)
@@ -347,7 +357,8 @@ def main(argv=None):
                                      f"{args.timeout_min:.0f} min)")
             else:
                 out_root = os.path.join(args.scratch, f"out_{rows}_{builder.replace('+', '_')}")
-                record.update(measure(builder, folder, out_root, args.chunk_rows, args.timeout_min * 60, mem_cap))
+                record.update(measure(builder, folder, out_root, args.chunk_rows, args.workers, args.timeout_min * 60,
+                                      mem_cap))
                 if record["status"] == "ok":
                     last_ok[builder] = record
                     out_dirs[builder] = os.path.join(out_root, "taobaoad_x1")

@@ -35,7 +35,7 @@ DATASET_KEYS = {
     "label_col", "min_categr_count", "valid_size", "test_size", "split_type",
     "data_block_size", "num_buckets", "group_id", "sep", "nrows",
     "csv_header", "md5", "bad_rows", "oracle_data",  # validate.py and oracle.py
-    "build", "chunk_rows",  # data.py: which CSV -> H5 builder, rows per streamed chunk
+    "build", "chunk_rows", "build_workers",  # data.py: which CSV -> H5 builder, rows per chunk, processes
 }
 # Former FuxiCTR names -> the key read here. FuxiCTR 2.0.0-2.0.3's FeatureMap selected features
 # with ``ordered_features`` (2.0.4: ``use_features``); BARS's FmFM configs, run on a pre-2.0.1

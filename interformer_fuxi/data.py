@@ -25,8 +25,11 @@ from .validate import validate_dataset
 
 SPLITS = ("train_data", "valid_data", "test_data")
 # Dataset keys read by the validator, the oracle and build_h5, not by FuxiCTR's build.
-VALIDATION_KEYS = ("csv_header", "md5", "bad_rows", "oracle_data", "build", "chunk_rows")
+VALIDATION_KEYS = ("csv_header", "md5", "bad_rows", "oracle_data", "build", "chunk_rows", "build_workers")
 BUILDERS = ("streaming", "fuxictr")
+# processes tokenizing CSV chunks in the streaming build; past a few, the ordered bookkeeping
+# of the main process is the limit, and every worker holds up to two chunks
+BUILD_WORKERS = min(4, os.cpu_count() or 1)
 
 
 def builder(params):
@@ -118,7 +121,8 @@ def _build_atomically(params, data_dir):
         # the validated (in skip mode: cleaned) copies live in tmp_root, removed below
         build_params.update(validate_dataset(params, tmp_root))
         if build == "streaming":
-            processor = build_streaming(build_params, build_params, params.get("chunk_rows", CHUNK_ROWS))
+            processor = build_streaming(build_params, build_params, params.get("chunk_rows", CHUNK_ROWS),
+                                        params.get("build_workers", BUILD_WORKERS))
         else:
             processor = SourceFirstFeatureProcessor(**build_params)
             build_dataset(processor, **build_params)

@@ -1,17 +1,17 @@
 """CSV -> H5 in chunks, with the output of FuxiCTR 2.0.4's ``FeatureProcessor`` + ``build_dataset``.
 
 FuxiCTR reads a whole CSV into pandas and encodes sequences token by token in Python; this
-builder reads ``chunk_rows`` rows at a time (``pd.read_csv(chunksize=...)``, the same dtypes
-and NA parsing as FuxiCTR's reader) in two passes:
+builder takes ``chunk_rows`` rows at a time, read, preprocessed and tokenized by
+:mod:`interformer_fuxi.csv_chunks` (the same dtypes and NA parsing as FuxiCTR's reader; with
+``build_workers > 1`` by a pool of processes, in file order), in two passes:
 
 1. over the train file: value and token counts per column, the observed sequence length,
    numeric normalizer statistics (``partial_fit``), the ids of ``meta`` columns;
    then the vocabularies in FuxiCTR's id order (kept tokens sorted, ``1..n``; ``0`` the
    padding, ``n + 1`` the out-of-vocabulary id), ``share_embedding`` merges,
    ``pretrained_emb`` tables (their keys extend the vocabulary, as FuxiCTR does);
-2. over each split: every chunk encoded with array operations (tokens located in the
-   column's bytes and hashed, each distinct token looked up once, one scatter into the
-   padded matrix) and appended to the split's H5 file, or to FuxiCTR's
+2. over each split: every chunk encoded with array operations (each distinct token looked
+   up once, one gather into the padded matrix) and appended to the split's H5 file, or to FuxiCTR's
    ``<split>/part_<k>.h5`` blocks. A test file equal to the valid file (BARS) is copied.
 
 It writes the same ``feature_map.json``, ``feature_vocab.json``, ``pretrained_emb.h5``,
@@ -33,7 +33,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from json.encoder import encode_basestring_ascii
@@ -46,17 +45,15 @@ from pandas._libs import hashtable  # an incremental hash table (pandas < 2.3 is
 from sklearn import preprocessing as sk_preprocessing
 
 from .columns import copy_source, feature_columns, label_columns
+from .csv_chunks import CHUNK_ROWS, ChunkReader, Layout, gather
 from .errors import UserError
 from .fuxictr_processor import FittedNormalizer, SourceFirstFeatureProcessor
 from .h5_writer import SplitWriter
 
-CHUNK_ROWS = 100_000
 DTYPES = {"str": str, "int": int, "float": float}
 NO_ENCODER = (None, "null", "None", "none")  # FuxiCTR's values for "no sequence pooling"
 NORMALIZERS = ("StandardScaler", "MinMaxScaler")
 SPLITS = ("train", "valid", "test")
-# BYTE_MASKS[k]: the low k bytes of a uint64 (k = 0..8)
-BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
 
 
 # ---- vocabularies -------------------------------------------------------------------------
@@ -77,9 +74,10 @@ class ValueCounts:
         self.sizes = {"packed": 0, "plain": 0}
         self.merged = {"packed": 0, "plain": 0}
 
-    def add(self, codes, uniques):
+    def add(self, uniques, counts):
+        """Distinct values [u] of one chunk and their counts int64 [u]."""
         kind = "packed" if uniques.dtype == np.uint64 else "plain"
-        self.parts[kind].append((uniques, np.bincount(codes, minlength=len(uniques))))
+        self.parts[kind].append((uniques, counts))
         self.sizes[kind] += len(uniques)
         if self.sizes[kind] > max(1 << 20, 3 * self.merged[kind]):
             self._merge(kind)
@@ -275,97 +273,6 @@ def load_pretrained(tokenizer, name, dtype, src, dst, freeze):
         hf.create_dataset(name, data=matrix)
 
 
-# ---- sequences ----------------------------------------------------------------------------
-
-def tokenize(values, splitter=None):
-    """Factorized tokens of a column: ``(codes int64 [total], uniques [u], lengths int64
-    [rows])``, ``uniques[codes]`` being the tokens row after row; ``uniques`` are str
-    (object array) or, packed, ``uint64`` keys (:func:`unpack` gives their str).
-
-    ``splitter`` None: one token per value (a categorical column). Else FuxiCTR's
-    ``text.split(splitter)``, but an empty string has no token (FuxiCTR: an empty list) and
-    ``"a^"`` has two (``""``, a padding token, last).
-
-    Tokens are located in the column's UTF-8 bytes (NUL-joined; the bytes of an ASCII
-    splitter never occur inside a multi-byte character) and, when none is longer than 8
-    bytes, hashed as one ``uint64`` each (its bytes, zero-padded): no Python string per token. Longer tokens, a
-    non-ASCII or multi-character splitter, or non-string values take ``str.split`` and a
-    hash of Python strings."""
-    values = np.asarray(values, dtype=object)
-    packed = _tokenize_packed(values, splitter) if len(values) else None
-    if packed is not None:
-        return packed
-    if splitter is None:
-        codes, uniques = pd.factorize(values)
-        return codes, np.asarray(uniques, dtype=object), np.ones(len(values), dtype=np.int64)
-    nonempty = values != ""
-    lengths = pd.Series(values, dtype=object).str.count(re.escape(splitter)).to_numpy(dtype=np.int64) + 1 \
-        if len(values) else np.zeros(0, dtype=np.int64)
-    lengths = np.where(nonempty, lengths, 0)
-    kept = values[nonempty]
-    tokens = np.array(splitter.join(kept.tolist()).split(splitter) if len(kept) else [], dtype=object)
-    codes, uniques = pd.factorize(tokens)
-    return codes, np.asarray(uniques, dtype=object), lengths
-
-
-def _tokenize_packed(values, splitter):
-    """:func:`tokenize` on the bytes of the column, or None where it does not apply."""
-    sep = None if splitter is None else splitter.encode()
-    if sep is not None and (len(sep) != 1 or sep[0] >= 0x80):
-        return None
-    try:
-        buf = np.frombuffer(("\x00".join(values.tolist()) + "\x00").encode(), dtype=np.uint8)
-    except TypeError:  # not all strings
-        return None
-    is_end = buf == 0
-    delim = is_end if sep is None else is_end | (buf == sep[0])
-    d = np.flatnonzero(delim)  # each token ends at one delimiter
-    if int(is_end.sum()) != len(values):  # a value holds NUL
-        return None
-    end_at = is_end[d]
-    start = np.empty_like(d)
-    start[0], start[1:] = 0, d[:-1] + 1
-    size = d - start
-    if sep is None:
-        keep = None
-    else:  # an empty value (a row end right after a row end) has no token
-        prev_end = np.empty_like(end_at)
-        prev_end[0], prev_end[1:] = True, end_at[:-1]
-        keep = ~(end_at & prev_end & (size == 0))
-        start, size = start[keep], size[keep]
-    if size.max(initial=0) > 8:
-        return None
-    row = np.cumsum(end_at) - end_at  # the row of each delimiter
-    lengths = np.bincount(row if keep is None else row[keep], minlength=len(values)).astype(np.int64)
-    # the 8 bytes from each token's start, read as one little-endian uint64, cut to its size
-    padded = np.concatenate([buf, np.zeros(8, dtype=np.uint8)])
-    windows = np.lib.stride_tricks.as_strided(padded, shape=(len(buf), 8), strides=(1, 1))
-    key = np.ascontiguousarray(windows[start]).view("<u8").ravel() & BYTE_MASKS[size]
-    codes, uniques = pd.factorize(key)
-    return codes.astype(np.int64), uniques, lengths
-
-
-def pad_ids(ids, lengths, max_len, padding):
-    """Ragged ids (concatenated rows) -> int32 ``[rows, max_len]``, 0-padded: FuxiCTR's
-    ``pad_sequences(padding=p, truncating=p)``: ``pre`` keeps a row's last ``max_len`` ids,
-    right-aligned; ``post`` its first ``max_len``, left-aligned."""
-    rows = len(lengths)
-    out = np.zeros((rows, max_len), dtype=np.int32)
-    if not len(ids) or max_len <= 0:
-        return out
-    row = np.repeat(np.arange(rows, dtype=np.int64), lengths)
-    start = np.cumsum(lengths) - lengths
-    pos = np.arange(len(ids), dtype=np.int64) - start[row]  # position of each id in its row
-    if padding == "pre":
-        col = pos + (max_len - lengths)[row]
-        keep = col >= 0
-    else:
-        col = pos
-        keep = col < max_len
-    out[row[keep], col[keep]] = ids[keep]
-    return out
-
-
 def save_vocab(processor, path):
     """``feature_vocab.json`` byte for byte as FuxiCTR's ``save_vocab`` writes it (``json.dumps``
     with ``indent=4`` of each vocabulary sorted by id), with C-speed key quoting instead of
@@ -389,12 +296,13 @@ class StreamingBuilder:
     """One dataset's two-pass build into ``<data_root>/<dataset_id>`` (``build_params`` as for
     FuxiCTR's ``FeatureProcessor`` and ``build_dataset``; ``chunk_rows`` rows per read)."""
 
-    def __init__(self, build_params, chunk_rows=CHUNK_ROWS):
+    def __init__(self, build_params, chunk_rows=CHUNK_ROWS, workers=1):
         self.params = build_params
         self.name = build_params["dataset_id"]
         self.chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
-        if not isinstance(self.chunk_rows, int) or isinstance(self.chunk_rows, bool) or self.chunk_rows < 1:
-            raise UserError(f"{self.name}: chunk_rows must be a positive number of rows, got {chunk_rows!r}")
+        for key, value in (("chunk_rows", self.chunk_rows), ("build_workers", workers)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserError(f"{self.name}: {key} must be a positive integer, got {value!r}")
         for key in ("valid_size", "test_size"):
             if build_params.get(key):
                 raise UserError(f"{self.name}: {key} (splitting the train file) is not supported by "
@@ -408,6 +316,8 @@ class StreamingBuilder:
         self.processor.dtype_dict = dict(self.dtypes)
         self.data_dir = self.processor.data_dir
         self.active = [c for c in self.cols if c.get("active", True)]
+        self.reader = ChunkReader(self.name, self.labels, self.cols, self.dtypes, build_params.get("sep", ","),
+                                  build_params.get("nrows"), self.chunk_rows, workers)
         self._indexes = {}
 
     def _dtype(self, col):
@@ -438,64 +348,6 @@ class StreamingBuilder:
             raise UserError(f"{self.name}: {name}: normalizer must be one of {', '.join(NORMALIZERS)}, "
                             f"got {col['normalizer']!r}")
 
-    # -- reading ------------------------------------------------------------------------
-
-    def chunks(self, path):
-        """Preprocessed DataFrames of up to ``chunk_rows`` rows (FuxiCTR's read: all columns
-        as strings, pandas' default NA values)."""
-        try:
-            reader = pd.read_csv(path, sep=self.params.get("sep", ","), usecols=lambda c: c in self.dtypes,
-                                 dtype=object, chunksize=self.chunk_rows, nrows=self.params.get("nrows"))
-            with reader:
-                for chunk in reader:
-                    yield self.preprocess(chunk)
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: cannot parse the CSV ({str(exc).splitlines()[0]})") from None
-
-    def _fill_na(self, col, series):
-        if col.get("fill_na") is not None:
-            return series.fillna(col["fill_na"])
-        if self.dtypes[col["name"]] is str:
-            return series.fillna("")
-        raise UserError(f"{self.name}: building H5 from CSV failed: column {col['name']} has empty cells; "
-                        "set fill_na to allow them")
-
-    def preprocess(self, df):
-        """FuxiCTR's preprocess (with string NAs filled first): NA fill, dtype casts and
-        ``copy_from`` in reverse config order; the active columns only."""
-        raw = set()  # columns of Python strings only: their cast to str would change nothing
-        for col in self.labels + self.cols:
-            name = col["name"]
-            if name in df.columns and self.dtypes[name] is str and name not in raw:
-                if df[name].isnull().values.any():
-                    df[name] = self._fill_na(col, df[name])
-                if isinstance(col.get("fill_na", ""), str):
-                    raw.add(name)
-        order = self.labels + self.cols[::-1]
-        for col in order:
-            name = col["name"]
-            if name in df.columns and name not in raw:
-                if df[name].isnull().values.any():
-                    df[name] = self._fill_na(col, df[name])
-                df[name] = self._cast(df[name], name)
-            if col.get("preprocess"):
-                source = copy_source(col)
-                if self.dtypes[name] is str and source in raw:
-                    df[name] = df[source]
-                    raw.add(name)
-                else:
-                    df[name] = self._cast(df[source], name)
-                    raw.discard(name)
-        return df.loc[:, [c["name"] for c in order if c.get("active") is not False]]
-
-    def _cast(self, series, name):
-        try:
-            return series.astype(self.dtypes[name])
-        except (ValueError, TypeError) as exc:
-            raise UserError(f"{self.name}: building H5 from CSV failed: column {name} does not convert to "
-                            f"{self.dtypes[name].__name__} "
-                            f"({str(exc).splitlines()[0][:120]})") from None
-
     # -- pass 1 -------------------------------------------------------------------------
 
     def fit(self, train_path, writer=None):
@@ -509,47 +361,39 @@ class StreamingBuilder:
         longest = {c["name"]: 0 for c in self.active if c["type"] == "sequence"}
         scalers = {c["name"]: getattr(sk_preprocessing, c["normalizer"])()
                    for c in self.active if c["type"] == "numeric" and "normalizer" in c}
-        for df in self._chunks_or_header(train_path):
+        pad = writer is not None  # provisional ids are written only in the one-pass build
+        layout = [Layout(c["name"], c["type"], c["splitter"], c.get("max_len") or 0 if pad else 0,
+                         c.get("padding", "post"))
+                  if c["type"] == "sequence" else Layout(c["name"], c["type"]) for c in self.active]
+        for chunk in self.reader.chunks(train_path, layout):
             out = {}
             for col in self.active:
-                name, values = col["name"], df[col["name"]].to_numpy()
-                if col["type"] == "sequence":
-                    codes, uniques, lengths = tokenize(values, col["splitter"])
-                    counts[name].add(codes, uniques)
-                    # FuxiCTR counts "" as one (empty) token: an empty row has length 1
-                    longest[name] = max(longest[name], int(np.maximum(lengths, 1).max(initial=0)))
+                name, part = col["name"], chunk[col["name"]]
+                if col["type"] in ("sequence", "categorical"):
+                    counts[name].add(part.uniques, part.counts)
+                    if col["type"] == "sequence":
+                        longest[name] = max(longest[name], part.longest)
                     if writer is not None:
-                        ids = self.provisional[name].ids(uniques)[codes]
-                        out[name] = pad_ids(ids, lengths, col["max_len"], col.get("padding", "post"))
-                elif name in counts:
-                    codes, uniques = pd.factorize(values)
-                    counts[name].add(codes, uniques)
+                        ids = self.provisional[name].ids(part.uniques)
+                        out[name] = gather(ids, part.padded) if col["type"] == "sequence" else ids[part.codes]
+                elif name in counts:  # a meta column to remap
+                    codes, uniques = pd.factorize(part)
+                    counts[name].add(uniques, np.bincount(codes, minlength=len(uniques)))
                     if writer is not None:
                         out[name] = self.provisional[name].ids(uniques)[codes]
                 elif col["type"] == "numeric":
-                    values = values.astype(float)
+                    values = part.astype(float)
                     finite = values[~np.isnan(values)]
                     if name in scalers and len(finite):
                         scalers[name].partial_fit(finite.reshape(-1, 1))
                     out[name] = values  # normalised by remap_train
                 else:  # a meta column kept as it is
-                    out[name] = values.astype(self.dtypes[name])
+                    out[name] = part.astype(self.dtypes[name])
             if writer is not None:
                 for label in self.labels:
-                    out[label["name"]] = df[label["name"]].to_numpy()
+                    out[label["name"]] = chunk[label["name"]]
                 writer.append(out)
         self._make_vocabularies({k: v.result() for k, v in counts.items()}, longest, scalers)
-
-    def _chunks_or_header(self, path):
-        """The chunks of ``path``; of a header-only file one empty chunk (its split is written
-        with zero rows, as FuxiCTR writes it)."""
-        empty = True
-        for df in self.chunks(path):
-            empty = False
-            yield df
-        if empty:
-            yield self.preprocess(pd.read_csv(path, sep=self.params.get("sep", ","), nrows=0, dtype=object,
-                                              usecols=lambda c: c in self.dtypes))
 
     def remap_train(self, slice_rows):
         """Provisional ids -> final ids in the train split's H5 file(s), ``slice_rows`` rows at a
@@ -661,39 +505,48 @@ class StreamingBuilder:
             index = self._indexes[id(vocab)] = VocabIndex(vocab)
         return index.current()
 
-    def encode(self, df, split):
-        """One preprocessed chunk -> ``{column: array}`` as FuxiCTR's ``transform`` returns:
-        ids int64 ``[rows]``, sequences int32 ``[rows, max_len]``, numbers and labels float64."""
+    def layout(self):
+        """How pass 2 tokenizes each column (after :meth:`fit`: the tokenizers' max_len)."""
+        tokenizers, layout = self.processor.processor_dict, []
+        for name, spec in self.processor.feature_map.features.items():
+            tokenizer = tokenizers.get(name + "::tokenizer")
+            if spec["type"] == "sequence":
+                layout.append(Layout(name, "sequence", tokenizer._splitter, tokenizer.max_len, tokenizer.padding))
+            elif spec["type"] == "categorical":
+                layout.append(Layout(name, "categorical"))
+        return layout
+
+    def encode(self, chunk, split):
+        """One tokenized chunk (:meth:`layout`) -> ``{column: array}`` as FuxiCTR's
+        ``transform`` returns: ids int64 ``[rows]``, sequences int32 ``[rows, max_len]``,
+        numbers and labels float64."""
         tokenizers, out = self.processor.processor_dict, {}
         index = self._index
         for name, spec in self.processor.feature_map.features.items():
-            if name not in df.columns:
+            if name not in chunk:
                 continue
-            values = df[name].to_numpy()
-            kind = spec["type"]
+            part, kind = chunk[name], spec["type"]
             tokenizer = tokenizers.get(name + "::tokenizer")
             if kind == "meta":
                 if tokenizer is None:
-                    out[name] = values.astype(self.dtypes[name])
+                    out[name] = part.astype(self.dtypes[name])
                 else:
                     if split != "train":  # FuxiCTR's encode_meta adds unseen ids, in first-seen order
-                        add_words(tokenizer.vocab, values, index(tokenizer.vocab))
-                    out[name] = index(tokenizer.vocab)(values)
+                        add_words(tokenizer.vocab, part, index(tokenizer.vocab))
+                    out[name] = index(tokenizer.vocab)(part)
             elif kind == "numeric":
-                values = values.astype(float)
+                values = part.astype(float)
                 normalizer = tokenizers.get(name + "::normalizer")
                 out[name] = normalizer.transform(values) if normalizer is not None else values
             elif kind == "categorical":
-                codes, uniques, _ = tokenize(values)
-                out[name] = index(tokenizer.vocab).lookup_unique(uniques)[codes]
+                out[name] = index(tokenizer.vocab).lookup_unique(part.uniques)[part.codes]
             else:
-                codes, uniques, lengths = tokenize(values, tokenizer._splitter)
-                ids = index(tokenizer.vocab).lookup_unique(uniques)
-                ids[self._is_na(uniques, tokenizer._na_value)] = 0  # an NA token pads
-                out[name] = pad_ids(ids[codes], lengths, tokenizer.max_len, tokenizer.padding)
+                ids = index(tokenizer.vocab).lookup_unique(part.uniques)
+                ids[self._is_na(part.uniques, tokenizer._na_value)] = 0  # an NA token pads
+                out[name] = gather(ids, part.padded)
         for label in self.processor.feature_map.labels:
-            if label in df.columns:
-                out[label] = df[label].to_numpy()
+            if label in chunk:
+                out[label] = chunk[label]
         return out
 
     @staticmethod
@@ -706,8 +559,8 @@ class StreamingBuilder:
     def transform(self, path, split):
         writer = SplitWriter(self.data_dir, split, self.params.get("data_block_size", 0))
         try:
-            for df in self._chunks_or_header(path):
-                writer.append(self.encode(df, split))
+            for chunk in self.reader.chunks(path, self.layout()):
+                writer.append(self.encode(chunk, split))
         finally:
             writer.close()
         return writer.rows
@@ -758,6 +611,11 @@ class StreamingBuilder:
             shutil.copyfile(os.path.join(self.data_dir, source + ".h5"), os.path.join(self.data_dir, split + ".h5"))
 
 
-def build_streaming(build_params, paths, chunk_rows=CHUNK_ROWS):
-    """Build ``<data_root>/<dataset_id>`` from the CSVs in ``paths``; returns the processor."""
-    return StreamingBuilder(build_params, chunk_rows).build(paths)
+def build_streaming(build_params, paths, chunk_rows=CHUNK_ROWS, workers=1):
+    """Build ``<data_root>/<dataset_id>`` from the CSVs in ``paths`` (``workers`` processes
+    tokenizing chunks); returns the processor."""
+    builder = StreamingBuilder(build_params, chunk_rows, workers)
+    try:
+        return builder.build(paths)
+    finally:
+        builder.reader.close()

@@ -16,7 +16,8 @@ from conftest import REPO
 from interformer_fuxi.config import load_yaml
 from interformer_fuxi.data import build_h5
 from interformer_fuxi.errors import UserError
-from interformer_fuxi.stream_build import build_streaming, pad_ids, tokenize, unpack
+from interformer_fuxi.csv_chunks import pad_ids, tokenize
+from interformer_fuxi.stream_build import build_streaming, unpack
 
 CONFIG = load_yaml(open(os.path.join(REPO, "config", "dataset_config.yaml")))
 
