@@ -23,7 +23,7 @@ import re
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 
 import numpy as np
 import pandas as pd
@@ -114,18 +114,18 @@ class ChunkReader:
             yield self.preprocess(self._read_csv(path, path, nrows=0))
 
     def chunks(self, path, layout):
-        """Tokenized chunks of ``path`` (see the module docstring), in file order; ``layout``:
-        one :class:`Layout` per active column."""
+        """An iterator of the tokenized chunks of ``path`` (see the module docstring), in file
+        order; ``layout``: one :class:`Layout` per active column. With workers, the first
+        chunks are being read as soon as it is made, so that making it early overlaps the
+        reading with other work."""
         ranges = self._ranges(path) if self.workers > 1 else None
         if not ranges or len(ranges[1]) < 2:
-            for df in self.frames(path):
-                yield tokenize_frame(df, layout)
-            return
+            return (tokenize_frame(df, layout) for df in self.frames(path))
         header, spans = ranges
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=worker_context())
         tasks = ((self, path, header, start, end, layout) for start, end in spans)
-        yield from ordered_map(self._pool, _tokenize_range, tasks, 2 * self.workers)
+        return OrderedResults(self._pool, _tokenize_range, tasks, 2 * self.workers)
 
     def _ranges(self, path):
         """``(header bytes, [(start, end), ...])``: byte ranges of about ``chunk_rows`` rows, each
@@ -227,29 +227,66 @@ def tokenize_frame(df, layout):
         if col.kind == "sequence":
             codes, uniques, lengths = tokenize(values, col.splitter)
             out[col.name] = Tokens(uniques, np.bincount(codes, minlength=len(uniques)),
-                                   padded=pad_ids(codes + 1, lengths, col.max_len, col.padding)
-                                   if col.max_len else None,
+                                   padded=pad_ids(codes + 1, lengths, col.max_len, col.padding,
+                                                  index_dtype(len(uniques) + 1)) if col.max_len else None,
                                    longest=int(np.maximum(lengths, 1).max(initial=0)))
         elif col.kind == "categorical":
             codes, uniques, _ = tokenize(values)
-            out[col.name] = Tokens(uniques, np.bincount(codes, minlength=len(uniques)), codes=codes)
+            out[col.name] = Tokens(uniques, np.bincount(codes, minlength=len(uniques)),
+                                   codes=codes.astype(index_dtype(len(uniques))))
     return out
 
 
-def ordered_map(pool, fn, tasks, ahead):
-    """``map(fn, tasks)`` on an executor, results in task order, at most ``ahead`` tasks
-    submitted and not yet consumed (a slow consumer holds back the reading, not memory)."""
-    pending = deque()
-    try:
-        for task in tasks:
-            pending.append(pool.submit(fn, task))
-            if len(pending) >= ahead:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-    finally:
-        for future in pending:  # the consumer stopped early
-            future.cancel()
+def index_dtype(n):
+    """The smallest integer dtype for indexes ``0..n-1``: a worker's chunk crosses a pipe."""
+    return np.uint8 if n <= 1 << 8 else np.uint16 if n <= 1 << 16 else np.int32
+
+
+def worker_context():
+    """Fresh processes, never a fork of this one (which may hold torch's threads): a fork
+    server that imported this module once where there is one, else spawn."""
+    if "forkserver" in get_all_start_methods():
+        context = get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return get_context("spawn")
+
+
+class OrderedResults:
+    """``map(fn, tasks)`` on an executor, results in task order. From its creation on, up to
+    ``ahead`` tasks are submitted and not yet consumed: a slow consumer holds back the
+    reading, not memory."""
+
+    def __init__(self, pool, fn, tasks, ahead):
+        self.pool, self.fn, self.tasks, self.ahead = pool, fn, iter(tasks), ahead
+        self.pending = deque()
+        self._submit()
+
+    def _submit(self):
+        while len(self.pending) < self.ahead:
+            task = next(self.tasks, None)
+            if task is None:
+                return
+            self.pending.append(self.pool.submit(self.fn, task))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if not self.pending:
+            raise StopIteration
+        try:
+            result = self.pending.popleft().result()
+        except BaseException:
+            self.close()
+            raise
+        self._submit()
+        return result
+
+    def close(self):
+        """Cancel what was submitted and not started (the consumer stopped early)."""
+        while self.pending:
+            self.pending.popleft().cancel()
 
 
 # ---- tokens -------------------------------------------------------------------------------
@@ -322,12 +359,12 @@ def _tokenize_packed(values, splitter):
     return codes.astype(np.int64), uniques, lengths
 
 
-def pad_ids(ids, lengths, max_len, padding):
-    """Ragged ids (concatenated rows) -> int32 ``[rows, max_len]``, 0-padded: FuxiCTR's
+def pad_ids(ids, lengths, max_len, padding, dtype=np.int32):
+    """Ragged ids (concatenated rows) -> ``dtype [rows, max_len]``, 0-padded: FuxiCTR's
     ``pad_sequences(padding=p, truncating=p)``: ``pre`` keeps a row's last ``max_len`` ids,
     right-aligned; ``post`` its first ``max_len``, left-aligned."""
     rows = len(lengths)
-    out = np.zeros((rows, max_len), dtype=np.int32)
+    out = np.zeros((rows, max_len), dtype=dtype)
     if not len(ids) or max_len <= 0:
         return out
     row = np.repeat(np.arange(rows, dtype=np.int64), lengths)

@@ -556,10 +556,11 @@ class StreamingBuilder:
         key, fits = pack([na_value]) if isinstance(na_value, str) else (None, [False])
         return uniques == key[0] if fits[0] else np.zeros(len(uniques), dtype=bool)
 
-    def transform(self, path, split):
+    def transform(self, path, split, chunks=None):
+        """Encode and write one split (``chunks``: its tokenized chunks, if already being read)."""
         writer = SplitWriter(self.data_dir, split, self.params.get("data_block_size", 0))
         try:
-            for chunk in self.reader.chunks(path, self.layout()):
+            for chunk in chunks if chunks is not None else self.reader.chunks(path, self.layout()):
                 writer.append(self.encode(chunk, split))
         finally:
             writer.close()
@@ -572,13 +573,18 @@ class StreamingBuilder:
         started = time.time()
         # one pass over train where every sequence has its max_len (else pass 1 finds it)
         one_pass = all(c.get("max_len") for c in self.active if c["type"] == "sequence")
-        done = {}
+        done, ahead = {}, {}
         if one_pass:
             writer = SplitWriter(self.data_dir, "train", self.params.get("data_block_size", 0))
             try:
                 self.fit(paths["train_data"], writer)
             finally:
                 writer.close()
+            # the workers read the next split while this process rewrites the train ids
+            upcoming = [paths.get(s + "_data") for s in SPLITS[1:]]
+            upcoming = [p for p in upcoming if p and p != paths["train_data"]]
+            if upcoming:
+                ahead[upcoming[0]] = self.reader.chunks(upcoming[0], self.layout())
             self.remap_train(self.chunk_rows)
             done[paths["train_data"]] = "train"
             logging.info("Streaming build %s: vocabularies and train, %d rows in %.1fs", self.name,
@@ -594,7 +600,7 @@ class StreamingBuilder:
                 self._copy_split(done[path], split)
             else:
                 t0 = time.time()
-                rows = self.transform(path, split)
+                rows = self.transform(path, split, ahead.pop(path, None))
                 logging.info("Streaming build %s: %s, %d rows in %.1fs", self.name, split, rows, time.time() - t0)
                 done[path] = split
         save_vocab(self.processor, self.processor.vocab_file)

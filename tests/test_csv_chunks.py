@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from interformer_fuxi.csv_chunks import ChunkReader, Layout, ordered_map
+from interformer_fuxi.csv_chunks import ChunkReader, Layout, OrderedResults
 from interformer_fuxi.data import build_h5
 from interformer_fuxi.errors import UserError
 from test_stream_build import assert_same_build, one_pass, options_params
@@ -64,8 +64,10 @@ def test_chunks_come_in_order_with_a_bounded_number_in_flight():
 
     with ThreadPoolExecutor(3) as pool:
         results = []
-        for value in ordered_map(pool, lambda k: k * k, tasks(), ahead=4):
-            assert len(drawn) - len(results) <= 4  # submitted, not yet consumed
+        ordered = OrderedResults(pool, lambda k: k * k, tasks(), ahead=4)
+        assert len(drawn) == 4  # reading starts when the iterator is made
+        for value in ordered:
+            assert len(drawn) - len(results) <= 5  # submitted, not yet consumed (this one included)
             results.append(value)
     assert results == [k * k for k in range(20)]
 
