@@ -89,3 +89,20 @@ def _align_packed(packed, lengths, padding, T):
     if padding == "post":
         return torch.where(valid, packed, 0)
     return torch.where(valid.flip(1), _align(packed, lengths, "pre"), 0)
+
+
+def membership_batch(fmap, size, seed, T=10):
+    """Full histories of ``T`` distinct items; the label says whether the target item is one
+    of them (half the rows): a task only a target-to-history match solves."""
+    g = torch.Generator().manual_seed(seed)
+    vocab = fmap.features["item_id"]["vocab_size"]
+    hist = torch.rand(size, vocab - 1, generator=g).argsort(1)[:, :T] + 1
+    label = torch.randint(0, 2, (size,), generator=g)
+    seen = torch.zeros(size, vocab, dtype=torch.bool).scatter_(1, hist, True)
+    seen[:, 0] = True
+    in_hist = hist.gather(1, torch.randint(0, T, (size, 1), generator=g)).squeeze(1)
+    not_in = torch.rand(size, vocab, generator=g).masked_fill(seen, -1).argmax(1)
+    data = batch(fmap, size=size, seed=seed, lengths=torch.full((size,), T), labels=label)
+    data[:, fmap.get_column_index("item_id")] = torch.where(label.bool(), in_hist, not_in).float()
+    data[:, fmap.get_column_index("item_history")] = hist.float()
+    return data

@@ -9,7 +9,7 @@ from interformer_fuxi.arches import SequenceArch
 from interformer_fuxi.layers import INTERACTIONS
 from interformer_fuxi.models.interformer import INTERLEAVE_MODES
 
-from synthetic import MODEL_DEFAULTS, batch, feature_map, repad
+from synthetic import MODEL_DEFAULTS, batch, feature_map, membership_batch, repad
 
 
 def build(fmap=None, seed=0, **kwargs):
@@ -201,23 +201,6 @@ def train_steps(model, data, steps):
     for _ in range(steps):
         losses.append(model.train_step(data).item())
     return losses
-
-
-def membership_batch(fmap, size, seed, T=10):
-    """Full histories of ``T`` distinct items; the label says whether the target item is one
-    of them (half the rows): a task only a target-to-history match solves."""
-    g = torch.Generator().manual_seed(seed)
-    vocab = fmap.features["item_id"]["vocab_size"]
-    hist = torch.rand(size, vocab - 1, generator=g).argsort(1)[:, :T] + 1
-    label = torch.randint(0, 2, (size,), generator=g)
-    seen = torch.zeros(size, vocab, dtype=torch.bool).scatter_(1, hist, True)
-    seen[:, 0] = True
-    in_hist = hist.gather(1, torch.randint(0, T, (size, 1), generator=g)).squeeze(1)
-    not_in = torch.rand(size, vocab, generator=g).masked_fill(seen, -1).argmax(1)
-    data = batch(fmap, size=size, seed=seed, lengths=torch.full((size,), T), labels=label)
-    data[:, fmap.get_column_index("item_id")] = torch.where(label.bool(), in_hist, not_in).float()
-    data[:, fmap.get_column_index("item_history")] = hist.float()
-    return data
 
 
 def holdout_auc(model, data):
