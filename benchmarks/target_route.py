@@ -9,7 +9,8 @@ history for half the rows and from outside it for the rest, 8,192 training and 2
 held-out rows) the label is a pure match of target against history, so the held-out AUC per
 epoch shows whether, and how soon, a model builds one. ``int+pma`` is InterFormer with
 ``pma_query: personalized``. Small models (d = 16, 2 heads, 2 layers), Adam 3e-3, batch 256,
-one torch thread. Prints a Markdown table of held-out AUC by epoch.
+one torch thread. ``int+match`` adds ``history_match: true``. Prints a Markdown table of
+held-out AUC by epoch.
 """
 import argparse
 import os
@@ -35,9 +36,10 @@ def make(name, fmap, seed):
     params = dict(MODEL_DEFAULTS, learning_rate=3e-3)
     if name == "DIN":
         return DIN(fmap, **params)
-    mode, _, extra = name.partition("+")
+    mode, *extras = name.split("+")
+    switches = {"pma": {"pma_query": "personalized"}, "match": {"history_match": True}}
     return InterFormer(fmap, **params, num_layers=2, interleave_mode=mode,
-                       **({"pma_query": "personalized"} if extra == "pma" else {}))
+                       **{k: v for extra in extras for k, v in switches[extra].items()})
 
 
 def curve(name, seed, epochs):
@@ -60,7 +62,7 @@ def curve(name, seed, epochs):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["int", "n2s", "s2n", "sep", "int+pma", "DIN"])
+    parser.add_argument("--models", nargs="+", default=["int", "n2s", "s2n", "sep", "int+pma", "int+match", "DIN"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=12)
     args = parser.parse_args(argv)

@@ -167,6 +167,8 @@ def test_bad_switch_values_are_rejected_with_the_key_name():
         build(interaction_arch="DOTS")
     with pytest.raises(ValueError, match="pma_query"):
         build(pma_query="target")
+    with pytest.raises(ValueError, match="history_match .* int or n2s"):
+        build(history_match=True, interleave_mode="sep")
 
 
 def test_a_personalized_pma_query_starts_as_the_papers_and_learns_from_the_target():
@@ -182,6 +184,22 @@ def test_a_personalized_pma_query_starts_as_the_papers_and_learns_from_the_targe
     personal(data)["y_pred"].sum().backward()
     grads = [p.grad for n, p in personal.named_parameters() if ".pma_query.weight" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_history_match_starts_as_the_papers_and_learns():
+    """``history_match`` adds a zero-initialised map of history-to-X dot products: the same
+    predictions as without it at first (on the padded and the length-grouped paths), and a
+    gradient that reaches the map."""
+    data = batch(feature_map(), size=16)
+    paper, matched = build(), build(history_match=True)
+    missing = matched.load_state_dict(paper.state_dict(), strict=False).missing_keys
+    assert missing == ["history_match.weight"]
+    for skip in (True, False):
+        paper.skip_padding = matched.skip_padding = skip
+        assert torch.allclose(predict(paper, data), predict(matched, data), atol=1e-6)
+    matched.train()
+    matched(data)["y_pred"].sum().backward()
+    assert matched.history_match.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("interaction, mode", list(itertools.product(INTERACTIONS, INTERLEAVE_MODES)))

@@ -9,6 +9,7 @@ from .dot_interaction import DotInteraction
 from .gating import Gating
 from .interaction_factory import INTERACTIONS, build_interaction
 from .grouping import length_groups
+from .history_match import HistoryMatch
 from .pffn import PFFN
 from .pma import PMA
 from .positions import recent_positions, recent_tokens, valid_positions
@@ -26,6 +27,7 @@ __all__ = [
     "DHENLayer",
     "DotInteraction",
     "Gating",
+    "HistoryMatch",
     "INTERACTIONS",
     "LCE",
     "MaskNetMerge",

@@ -20,7 +20,7 @@ from fuxictr.pytorch.layers import MLP_Block
 from torch import nn
 
 from ..arches import CrossArch, EarlyAggregation, FeatureArch, InteractionArch, SequenceArch
-from ..layers import length_groups
+from ..layers import HistoryMatch, length_groups
 from ..layers.capture import capturing_graph
 from ..registry import register
 from .base import CTRModel
@@ -69,7 +69,7 @@ class InterFormer(CTRModel):
                  use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
                  token_norm=True, dedup_sequence_tokens=True, skip_padding=True, pma_query="learned",
-                 embedding_regularizer=None,
+                 history_match=False, embedding_regularizer=None,
                  net_regularizer=None, **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu,
                          embedding_regularizer=embedding_regularizer,
@@ -79,6 +79,9 @@ class InterFormer(CTRModel):
                              f"got {interleave_mode!r}")
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
+        if history_match and interleave_mode not in ("int", "n2s"):
+            raise ValueError(f"history_match feeds the non-sequence tokens into the history: it needs "
+                             f"interleave_mode int or n2s, got {interleave_mode!r}")
         if num_cls_tokens < 1:
             raise ValueError(f"num_cls_tokens must be at least 1, got {num_cls_tokens}")
         self.mode = interleave_mode
@@ -109,6 +112,8 @@ class InterFormer(CTRModel):
             self.layers = nn.ModuleList(
                 InterFormerLayer(n, d, self.mode, cross_kwargs, interaction_kwargs, sequence_kwargs)
                 for _ in range(num_layers))
+            # not in the paper: explicit history-to-target match features (layers/history_match.py)
+            self.history_match = HistoryMatch(n, d) if history_match else None
             # learnable CLS tokens where no X_sum flows into the sequence (s2n, sep)
             self.cls_tokens = (None if self.mode in ("int", "n2s")
                                else nn.Parameter(torch.randn(num_cls_tokens, d) * 0.02))
@@ -169,6 +174,8 @@ class InterFormer(CTRModel):
     def interleave(self, X, S, mask, need_weights=False):
         """The interleaved layers and the final Cross Arch from the Feature Arch's ``X [B, n, d]``,
         ``S [B, T, d]``, ``mask [B, T]``; returns as ``encode``."""
+        if self.history_match is not None:
+            S = self.history_match(X, S)
         states, weights = [(X, S)], []
         S, mask = self.prepend_cls(X, S, mask)
         for layer in self.layers:
