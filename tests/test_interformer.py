@@ -186,6 +186,20 @@ def test_a_personalized_pma_query_starts_as_the_papers_and_learns_from_the_targe
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_without_the_merge_bias_distinct_items_start_as_distinct_tokens():
+    """With small embeddings (std 0.05) the MaskNet merge's output bias dominates: at
+    initialisation every item's merged, normalised history token points the same way.
+    ``merge_bias: false`` keeps them apart."""
+    fmap = feature_map(vocab=50)
+    ids = torch.arange(1, 50).view(1, 49, 1)
+    cosines = {}
+    for bias in (True, False):
+        with torch.no_grad():
+            S = torch.nn.functional.normalize(build(fmap, merge_bias=bias).feature_arch.merge_sequence(ids)[0], dim=-1)
+        cosines[bias] = (S @ S.T)[~torch.eye(49, dtype=torch.bool)].mean().item()
+    assert cosines[True] > 0.99 and abs(cosines[False]) < 0.1, cosines
+
+
 def test_history_match_starts_as_the_papers_and_learns():
     """``history_match`` adds a zero-initialised map of history-to-X dot products: the same
     predictions as without it at first (on the padded and the length-grouped paths), and a

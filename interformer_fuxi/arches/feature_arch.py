@@ -48,6 +48,7 @@ class FeatureArch(nn.Module):
         embedding_initializer (str): FuxiCTR initializer expression for the tables.
         token_norm (bool): LayerNorm on the tokens of X and S.
         dedup_sequence_tokens (bool): merge each distinct id tuple once (CPU).
+        merge_bias (bool): the bias of the MaskNet merge's output layer.
 
     Shapes:
         inputs: ``{feature: [B] or [B, T]}`` -> X ``[B, n, d]``, S ``[B, T, d]``, mask ``[B, T]`` bool.
@@ -62,7 +63,7 @@ class FeatureArch(nn.Module):
 
     def __init__(self, feature_map, embedding_dim, hidden_activations="SiLU",
                  embedding_initializer="partial(nn.init.normal_, std=0.05)", token_norm=True,
-                 dedup_sequence_tokens=True):
+                 dedup_sequence_tokens=True, merge_bias=True):
         super().__init__()
         features = feature_map.features
         self.dense_fields = [f for f, s in features.items() if s["type"] == "numeric"]
@@ -91,7 +92,8 @@ class FeatureArch(nn.Module):
         self.dense_token = nn.Linear(len(self.dense_fields), embedding_dim) if self.dense_fields else None
         self.projections = width_projections(self.embedding_layer, self.sparse_fields + self.sequence_fields,
                                              embedding_dim)
-        self.sequence_merge = MaskNetMerge(len(self.sequence_fields), embedding_dim, hidden_activations)
+        self.sequence_merge = MaskNetMerge(len(self.sequence_fields), embedding_dim, hidden_activations,
+                                           merge_bias)
         self.x_norm = nn.LayerNorm(embedding_dim) if token_norm else nn.Identity()
         self.s_norm = nn.LayerNorm(embedding_dim) if token_norm else nn.Identity()
         self.num_tokens = len(self.sparse_fields) + (1 if self.dense_fields else 0)

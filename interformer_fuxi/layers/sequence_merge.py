@@ -20,6 +20,9 @@ class MaskNetMerge(nn.Module):
         embedding_dim (int): ``d``, embedding size of each field.
         hidden_activations (str | nn.Module): activation inside ``MLP_mask``
             ("SiLU", "ReLU", "GELU", "tanh", "sigmoid", "identity"; case-insensitive).
+        lce_bias (bool): a bias in ``MLP_lce`` (the paper does not say). With small
+            embeddings it dominates every merged token at first, so that all items look
+            alike after the LayerNorm that follows (docs/design.md, the target's route).
 
     Shapes:
         S: ``[B, T, k*d]`` -> ``[B, T, d]``.
@@ -32,7 +35,7 @@ class MaskNetMerge(nn.Module):
     """
 
     def __init__(self, num_sequences: int, embedding_dim: int,
-                 hidden_activations: Union[str, nn.Module] = "SiLU") -> None:
+                 hidden_activations: Union[str, nn.Module] = "SiLU", lce_bias: bool = True) -> None:
         super().__init__()
         if num_sequences < 1:
             raise ValueError(f"num_sequences must be >= 1, got {num_sequences}")
@@ -42,7 +45,7 @@ class MaskNetMerge(nn.Module):
         self.mlp_mask = nn.Sequential(
             nn.Linear(kd, kd), activation(hidden_activations), nn.Linear(kd, kd)
         )
-        self.mlp_lce = nn.Linear(kd, embedding_dim)
+        self.mlp_lce = nn.Linear(kd, embedding_dim, bias=lce_bias)
 
     def forward(self, S: torch.Tensor) -> torch.Tensor:
         return self.mlp_lce(S * self.mlp_mask(S))

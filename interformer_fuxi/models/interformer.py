@@ -69,7 +69,7 @@ class InterFormer(CTRModel):
                  use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
                  token_norm=True, dedup_sequence_tokens=True, skip_padding=True, pma_query="learned",
-                 history_match=False, embedding_regularizer=None,
+                 history_match=False, merge_bias=True, embedding_regularizer=None,
                  net_regularizer=None, **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu,
                          embedding_regularizer=embedding_regularizer,
@@ -88,7 +88,7 @@ class InterFormer(CTRModel):
         self.skip_padding = skip_padding
         d = embedding_dim
         self.feature_arch = FeatureArch(feature_map, d, hidden_activations, embedding_initializer, token_norm,
-                                        dedup_sequence_tokens)
+                                        dedup_sequence_tokens, merge_bias)
         n = self.feature_arch.num_tokens
         cross_kwargs = dict(num_cls_tokens=num_cls_tokens, num_pma_tokens=num_pma_tokens,
                             num_recent_tokens=num_recent_tokens, num_heads=num_heads,
