@@ -17,11 +17,13 @@ A tokenized chunk maps each active column to:
 - anything else (numbers, meta columns, labels): the preprocessed values ``[rows]``.
 """
 import io
+import logging
 import mmap
 import os
 import re
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 
@@ -125,7 +127,27 @@ class ChunkReader:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=worker_context())
         tasks = ((self, path, header, start, end, layout) for start, end in spans)
-        return OrderedResults(self._pool, _tokenize_range, tasks, 2 * self.workers)
+        return self._or_one_process(OrderedResults(self._pool, _tokenize_range, tasks, 2 * self.workers),
+                                    path, layout)
+
+    def _or_one_process(self, results, path, layout):
+        """``results``; or, where the workers cannot start (a script read from stdin, or one
+        without an ``if __name__ == "__main__":`` guard, which they would run again), the
+        chunks read by this process, with a warning."""
+        try:
+            first = next(results)
+        except StopIteration:
+            return
+        except BrokenProcessPool:
+            logging.warning("%s: the build's worker processes could not start (run it from a script "
+                            "file with an `if __name__ == \"__main__\":` guard); reading with one process",
+                            self.name)
+            self.close()
+            self.workers = 1
+            yield from (tokenize_frame(df, layout) for df in self.frames(path))
+            return
+        yield first
+        yield from results
 
     def _ranges(self, path):
         """``(header bytes, [(start, end), ...])``: byte ranges of about ``chunk_rows`` rows, each

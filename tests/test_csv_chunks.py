@@ -95,3 +95,27 @@ def test_build_workers_must_be_a_positive_integer(tmp_path):
                             build_workers=0)
     with pytest.raises(UserError, match="build_workers must be a positive integer"):
         build_h5(params)
+
+
+def test_where_workers_cannot_start_one_process_reads(tmp_path):
+    """A script read from stdin cannot be imported by the worker processes: the build warns
+    and reads the file itself, with the same result."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    path = tmp_path / "good.csv"
+    path.write_text("a,b\n" + "".join(f"{k},x{k}\n" for k in range(60)))
+    script = (
+        "from interformer_fuxi.csv_chunks import ChunkReader, Layout\n"
+        "cols = [{'name': 'a', 'type': 'categorical'}, {'name': 'b', 'type': 'categorical'}]\n"
+        "r = ChunkReader('x', [], cols, {'a': str, 'b': str}, chunk_rows=7, workers=2)\n"
+        f"chunks = list(r.chunks({str(path)!r}, [Layout('b', 'categorical')]))\n"
+        "r.close()\n"
+        "print('rows', sum(len(c['b'].codes) for c in chunks))\n")
+    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rows 60" in proc.stdout
+    assert "worker processes could not start" in proc.stderr
