@@ -410,8 +410,18 @@ def write_report(ctx, suite, n_seeds, oracle=None):
     return text
 
 
-def run_suites(ctx, suites, n_seeds_of, report_only=False, out=print):
-    """Plan, run both stages (unless ``report_only``), write and return the reports."""
+def run_suites(ctx, suites, n_seeds_of, report_only=False, out=print, entries=None):
+    """Plan, run both stages (unless ``report_only``), write and return the reports.
+
+    ``entries``: run only these entries (by name; the reports still cover every entry).
+    """
+    if entries:
+        known = {e.name for suite in suites for e in suite.entries}
+        missing = [name for name in entries if name not in known]
+        if missing:
+            raise UserError(f"--entries: no entry {missing[0]!r} in suite(s) "
+                            f"{', '.join(s.name for s in suites)} (entries: {', '.join(sorted(known))})")
+    chosen = lambda name: not entries or name in entries
     (n1, c1), (n2, c2), unknown = plan(ctx, suites, n_seeds_of)
     out(f"Protocol for {ctx.dataset}:")
     for line in protocol_lines(ctx, max(n_seeds_of(s) for s in suites)):
@@ -420,13 +430,13 @@ def run_suites(ctx, suites, n_seeds_of, report_only=False, out=print):
         f"{n2} runs known, {c2} cached, {n2 - c2} to do" + (f", + those of {unknown} entries "
                                                            f"whose lr is not chosen yet" if unknown else ""))
     if not report_only:
-        run_specs(ctx, [s for suite in suites for specs in stage1_specs(ctx, suite).values() for s in specs],
-                  "stage 1")
+        run_specs(ctx, [s for suite in suites for name, specs in stage1_specs(ctx, suite).items()
+                        if chosen(name) for s in specs], "stage 1")
         stage2 = []
         for suite in suites:
             for name, specs in stage1_specs(ctx, suite).items():
                 lr, _ = choose_lr(ctx, specs)
-                if lr is not None:
+                if lr is not None and chosen(name):
                     stage2 += stage2_specs(ctx, suite, name, lr, n_seeds_of(suite))
         run_specs(ctx, stage2, "stage 2")
     oracle = dataset_oracle(ctx)
@@ -447,6 +457,8 @@ def parse_args(argv=None):
                                                     "--jobs > 1, else torch's default / OMP_NUM_THREADS)")
     parser.add_argument("--gpu", type=int, default=-1)
     parser.add_argument("--tiny", action="store_true", help="use the <Model>_tiny templates (small networks)")
+    parser.add_argument("--entries", nargs="+", metavar="NAME",
+                        help="run only these entries of the suite(s); the report covers them all")
     parser.add_argument("--report", action="store_true", help="only rebuild tables and charts from the cache")
     parser.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     parser.add_argument("--keep-checkpoints", action="store_true")
@@ -475,7 +487,8 @@ def main(argv=None):
         suites = [SUITES[s] for s in (sorted(SUITES) if "all" in args.suite else args.suite)]
         ctx = Context(args.dataset, args.config, protocol, args.results, args.tiny, args.jobs,
                       args.threads, args.gpu, args.keep_checkpoints, args.retry_failed, args.model_zoo)
-        run_suites(ctx, suites, lambda s: args.seeds or s.seeds, report_only=args.report)
+        run_suites(ctx, suites, lambda s: args.seeds or s.seeds, report_only=args.report,
+                   entries=args.entries)
     except UserError as exc:
         return report_error(exc)
     return 0

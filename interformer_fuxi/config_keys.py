@@ -58,7 +58,9 @@ IGNORED_KEYS = {
 # Model keys of FuxiCTR 2.0.x's model configs and BARS's published configs: valid where the
 # model's constructor takes them; elsewhere a warning (FuxiCTR's own models ignore them too:
 # BARS's xDeepFM configs set hidden_activations, which its xDeepFM never reads).
+# embedding_initializer is FuxiCTR's FeatureEmbedding argument; its models never pass it on.
 FUXICTR_MODEL_KEYS = frozenset("""
+    embedding_initializer
     activation afn_activations afn_dropout afn_hidden_units aggregation att_dropout
     attention_activation attention_dim attention_dropout attention_hidden_activations
     attention_hidden_units attention_layers attention_output_activation attention_type

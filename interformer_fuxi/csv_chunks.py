@@ -22,6 +22,7 @@ import mmap
 import os
 import re
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -37,6 +38,15 @@ CHUNK_ROWS = 100_000
 COMPRESSED = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
 # BYTE_MASKS[k]: the low k bytes of a uint64 (k = 0..8)
 BYTE_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(9)], dtype=np.uint64)
+
+
+@contextmanager
+def parse_errors(path, where=""):
+    """pandas' parse and decode errors as one line naming the file (and ``where`` in it)."""
+    try:
+        yield
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot parse the CSV{where} ({str(exc).splitlines()[0]})") from None
 
 
 @dataclass
@@ -92,11 +102,9 @@ class ChunkReader:
 
     # -- reading ------------------------------------------------------------------------
 
-    def _read_csv(self, source, path, **kwargs):
-        try:
+    def _read_csv(self, source, path, where="", **kwargs):
+        with parse_errors(path, where):
             return pd.read_csv(source, sep=self.sep, usecols=lambda c: c in self.dtypes, dtype=object, **kwargs)
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: cannot parse the CSV ({str(exc).splitlines()[0]})") from None
 
     def frames(self, path):
         """Preprocessed DataFrames of up to ``chunk_rows`` rows, in order, by this process; a
@@ -104,12 +112,10 @@ class ChunkReader:
         empty = True
         with self._read_csv(path, path, chunksize=self.chunk_rows, nrows=self.nrows) as reader:
             while True:
-                try:
-                    chunk = next(reader)
-                except StopIteration:
+                with parse_errors(path):
+                    chunk = next(reader, None)
+                if chunk is None:
                     break
-                except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-                    raise UserError(f"{path}: cannot parse the CSV ({str(exc).splitlines()[0]})") from None
                 empty = False
                 yield self.preprocess(chunk)
         if empty:
@@ -179,13 +185,7 @@ class ChunkReader:
         with open(path, "rb") as f:
             f.seek(start)
             body = f.read(end - start)
-        try:
-            df = pd.read_csv(io.BytesIO(header + body), sep=self.sep, usecols=lambda c: c in self.dtypes,
-                             dtype=object)
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path}: cannot parse the CSV in the rows from byte {start} "
-                            f"({str(exc).splitlines()[0]})") from None
-        return self.preprocess(df)
+        return self.preprocess(self._read_csv(io.BytesIO(header + body), path, f" in the rows from byte {start}"))
 
     # -- FuxiCTR's preprocess -----------------------------------------------------------
 
