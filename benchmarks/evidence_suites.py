@@ -104,7 +104,10 @@ SUITES = {s.name: s for s in (
            Entry("init std 1e-4", "InterFormer", dict(AMAZON, embedding_initializer="partial(nn.init.normal_, std=1e-4)")),
            Entry("λ=0, dropout 0.1", "InterFormer", dict(AMAZON, embedding_regularizer=0, net_dropout=0.1,
                                                          attention_dropout=0.1)),
-           Entry("no merge bias", "InterFormer", dict(AMAZON, merge_bias=False))),
+           Entry("no merge bias", "InterFormer", dict(AMAZON, merge_bias=False)),
+           Entry("batch 1024", "InterFormer", dict(AMAZON, batch_size=1024)),
+           Entry("init std 1e-4, PMA query personalized", "InterFormer",
+                 dict(AMAZON, embedding_initializer="partial(nn.init.normal_, std=1e-4)", pma_query="personalized"))),
           reference="shipped", seeds=2),
     Suite("realdata", "Full-size real data: InterFormer vs. FuxiCTR's DIN, DIEN, BST and this package's "
                       "DIN and TransAct (MovieLens-1M fields)",

@@ -235,6 +235,17 @@ def test_dataset_id_override_merges_that_datasets_section(tiny):
         prepare(str(tiny / "config"), "DOT_tiny", log=False, overrides={"dataset_id": "tiny_amazn"})
 
 
+def test_entries_runs_only_the_named_entries_and_reports_them_all(tiny, tmp_path, monkeypatch):
+    ctx = context(tiny, tmp_path)
+    ran = []
+    monkeypatch.setattr(ev, "run_specs", lambda ctx, specs, desc: ran.extend(specs))
+    [text] = ev.run_suites(ctx, [MINI], lambda s: 1, out=lambda line: None, entries=["DOT"])
+    assert ran and {s["entry"] for s in ran} == {"DOT"}
+    assert "| InterFormer |" in text and "stage 1 not finished" in text  # still in the report
+    with pytest.raises(UserError, match="--entries: no entry 'DNN' in suite"):
+        ev.run_suites(ctx, [MINI], lambda s: 1, out=lambda line: None, entries=["DNN"])
+
+
 def test_cli_errors_name_the_problem(tiny, tmp_path, capsys):
     assert ev.main(["--suite", "table3", "--dataset", "nope", "--results", str(tmp_path)]) == 2
     assert "protocol.yaml: no protocol for dataset 'nope'" in capsys.readouterr().err
