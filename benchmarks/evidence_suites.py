@@ -106,6 +106,7 @@ SUITES = {s.name: s for s in (
                                                          attention_dropout=0.1)),
            Entry("no merge bias", "InterFormer", dict(AMAZON, merge_bias=False)),
            Entry("batch 1024", "InterFormer", dict(AMAZON, batch_size=1024)),
+           Entry("no token LayerNorm", "InterFormer", dict(AMAZON, token_norm=False)),
            Entry("init std 1e-4, PMA query personalized", "InterFormer",
                  dict(AMAZON, embedding_initializer="partial(nn.init.normal_, std=1e-4)", pma_query="personalized"))),
           reference="shipped", seeds=2),
