@@ -96,11 +96,20 @@ def jsonable(params):
                                  sort_keys=True, default=str))
 
 
+def model_revision(name):
+    """A built-in model's ``revision`` (1 unless its computation changed since its first runs)."""
+    from interformer_fuxi import models  # noqa: F401  (importing registers them)
+    from interformer_fuxi.registry import MODELS
+    return getattr(MODELS.get(name) if isinstance(name, str) else None, "revision", 1)
+
+
 def run_key(params):
     """Hash of what the run computes: equal settings from different suites share one run."""
     content = {k: v for k, v in jsonable(params).items() if k not in VOLATILE_KEYS}
     if content.get("model_zoo"):  # FuxiCTR's model, wherever its checkout lives
         content["model_zoo"] = "FuxiCTR"
+    elif model_revision(content.get("model")) > 1:  # runs of its earlier code are not reused
+        content["_revision"] = model_revision(content["model"])
     return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -45,8 +45,9 @@ INTERFORMER = Entry("InterFormer", "InterFormer")
 AMAZON = {"embedding_regularizer": 5.0e-3, "batch_size": 2048}
 # BARS's best DIN on AmazonElectronics_x1 (DIN_amazonelectronics_x1_015_8539c013) beyond the
 # protocol's budget; its field pairs come from share_embedding.
-# FuxiCTR's sequence models name their (target, history) field groups; on MovieLens-1M:
-MOVIELENS_PAIRS = {m: {f"{m}_target_field": ("item_id", "genre"), f"{m}_sequence_field": ("item_history", "genre_history")}
+# FuxiCTR's sequence models pair target and history fields; as BARS's AmazonElectronics_x1
+# configs, one attention per pair (a list; a tuple would make one joint group):
+MOVIELENS_PAIRS = {m: {f"{m}_target_field": ["item_id", "genre"], f"{m}_sequence_field": ["item_history", "genre_history"]}
                    for m in ("din", "dien", "bst")}
 BARS_DIN = {"embedding_regularizer": 5.0e-3, "batch_size": 1024, "attention_dropout": 0.1, "batch_norm": True,
             "din_use_softmax": True, "dnn_activations": "Dice", "net_dropout": 0.1}

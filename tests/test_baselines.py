@@ -116,6 +116,22 @@ def test_din_summarises_a_group_from_its_valid_history_tokens_only():
     assert torch.allclose(again["item_history"], summaries["item_history"])
 
 
+def test_din_builds_as_fuxictrs_din_batch_norm_in_the_dnn_only_and_xavier_linears():
+    # FuxiCTR 2.0.4's DIN gives batch_norm to its DNN, not to DIN_Attention, and re-initialises
+    # every Linear (xavier_normal_, zero bias); benchmarks/din_parity.py checks the rest against
+    # a FuxiCTR checkout. Tiny embeddings (std 1e-4) then leave the attention near uniform at the
+    # start, where a batch norm inside it would rescale them into random scores.
+    fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
+    model = build(DIN, fmap, batch_norm=True, attention_hidden_units=[64, 32], dnn_hidden_units=[64, 32])
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for a in model.attention for m in a.attention_layer.mlp)
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.dnn.modules()) >= 2
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear):
+            assert torch.count_nonzero(m.bias) == 0, name
+            if m.weight.numel() >= 1024:  # enough draws for the std to say which init it was
+                assert abs(float(m.weight.std()) / (2 / sum(m.weight.shape)) ** 0.5 - 1) < 0.1, name
+
+
 def test_din_and_transact_reject_misconfigured_fields():
     fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
     with pytest.raises(ValueError, match="din_target_field.*must pair up"):

@@ -9,8 +9,10 @@
     y = sigmoid(DNN(flatten(Z)))
 
 Keys as FuxiCTR's DIN (``din_target_field``, ``din_sequence_field``, ``attention_*``,
-``dnn_*``), so BARS's DIN configs run unchanged. Padded positions (id 0) get zero weight,
-whichever side they are on; an empty history gives a zero summary.
+``dnn_*``), so BARS's DIN configs run unchanged, and FuxiCTR 2.0.4's computation: ``batch_norm``
+applies to the DNN only (not to the attention MLP) and every ``Linear`` starts from
+``xavier_normal_`` with zero bias (FuxiCTR's ``reset_parameters``). Padded positions (id 0) get
+zero weight, whichever side they are on; an empty history gives a zero summary.
 """
 import torch
 from fuxictr.pytorch.layers import MLP_Block
@@ -25,6 +27,9 @@ from .base import CTRModel
 @register
 class DIN(CTRModel):
     """DIN baseline; constructor keywords mirror the YAML keys (FuxiCTR's DIN names)."""
+    # 2: FuxiCTR's DIN exactly (revision 1 had batch norm in the attention MLP and PyTorch's
+    # default Linear init); benchmarks/evidence.py keys its cached runs by it
+    revision = 2
 
     def __init__(self, feature_map, model_id="DIN", gpu=-1, learning_rate=1e-3, embedding_dim=16,
                  embedding_initializer="partial(nn.init.normal_, std=0.05)", din_target_field=None,
@@ -39,11 +44,12 @@ class DIN(CTRModel):
                                               dnn_activations, embedding_initializer)
         self.attention = nn.ModuleList(
             DIN_Attention(embedding_dim * len(targets), attention_hidden_units, attention_hidden_activations,
-                          attention_output_activation, attention_dropout, batch_norm, din_use_softmax)
+                          attention_output_activation, attention_dropout, False, din_use_softmax)
             for targets, _ in self.groups)
         self.dnn = MLP_Block(self.feature_arch.num_tokens * embedding_dim, dnn_hidden_units, dnn_activations,
                              output_dim=1, dropout_rates=net_dropout, batch_norm=batch_norm)
         self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
+        self.reset_parameters()
         self.model_to_device()
 
     def target_attention(self, X):
