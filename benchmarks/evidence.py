@@ -8,7 +8,8 @@ the suite entry's overrides, learning rate, seed). Stage 1 trains every entry on
 seed at each learning rate and keeps the rate with the best validation monitor; stage 2
 trains that rate on the other seeds. Every finished run is one JSON file,
 ``<results>/<dataset>/<key>.json`` (key: a hash of the run's resolved parameters, so equal
-runs of different suites are shared), written atomically; a rerun skips them, a failed run
+runs of different suites are shared; a built-in model whose computation changed has a
+``revision`` in it), written atomically; a rerun skips them, a failed run
 is recorded with its log and does not stop the others. Logs (and, with
 ``--keep-checkpoints``, checkpoints) go to ``<results>/<dataset>/runs/<key>/``. The tables
 (Markdown, CSV) and charts (PNG) go to ``<results>/<dataset>/<suite>[-tiny].*``;
