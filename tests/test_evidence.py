@@ -246,6 +246,15 @@ def test_entries_runs_only_the_named_entries_and_reports_them_all(tiny, tmp_path
         ev.run_suites(ctx, [MINI], lambda s: 1, out=lambda line: None, entries=["DNN"])
 
 
+def test_a_models_revision_keys_its_runs_anew_and_leaves_the_others(tiny, tmp_path, monkeypatch):
+    from interformer_fuxi.models import DIN, DOT
+    ctx = context(tiny, tmp_path)
+    key = lambda name: ev.make_spec(ctx, Entry(name, name), 1e-3, 2024, 1)["key"]
+    din, dot = key("DIN"), key("DOT")
+    monkeypatch.setattr(DIN, "revision", DIN.revision + 1, raising=False)
+    assert key("DIN") != din and key("DOT") == dot
+
+
 def test_cli_errors_name_the_problem(tiny, tmp_path, capsys):
     assert ev.main(["--suite", "table3", "--dataset", "nope", "--results", str(tmp_path)]) == 2
     assert "protocol.yaml: no protocol for dataset 'nope'" in capsys.readouterr().err
