@@ -149,6 +149,12 @@ def main(argv=None):
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     count = 50 if args.quick else 300
     results = {"dataset": args.dataset, "torch_threads": torch.get_num_threads(), "cli_rows": rows, "models": {}}
+    path = os.path.join(args.out, f"{args.dataset}.json")
+    if os.path.exists(path):  # keep the other models' rows measured under the same settings
+        with open(path) as f:
+            earlier = json.load(f)
+        if all(earlier.get(k) == results[k] for k in ("torch_threads", "cli_rows")):
+            results["models"] = {k: v for k, v in earlier["models"].items() if k not in args.models}
     # one process per model: ONNX Runtime's arena and the CPU heap keep their peak (GBs at
     # batch 4096), which the next model should not inherit
     context = multiprocessing.get_context("spawn")
@@ -157,7 +163,7 @@ def main(argv=None):
         with context.Pool(1) as pool:
             results["models"][name] = pool.apply(measure, (name, args.dataset, rows, count, args.quick))
         print(f"{name}: done", flush=True)
-        with open(os.path.join(args.out, f"{args.dataset}.json"), "w") as f:  # after each model
+        with open(path, "w") as f:  # after each model
             json.dump(results, f, indent=2)
     print_table(results)
     speedups = {name: res["pytorch"]["p50_ms_b1"] / res["onnx"]["p50_ms_b1"] for name, res in results["models"].items()}
