@@ -25,12 +25,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from evidence_suites import BARS_DIN  # noqa: E402
+from evidence_suites import BARS_DIN, MOVIELENS_PAIRS  # noqa: E402
 
 PAIRS = {"tiny_amazon": {"din_target_field": ["item_id", "cate_id"],
                          "din_sequence_field": ["item_history", "cate_history"]},
-         "movielens1m_x1_u1000": {"din_target_field": ["item_id", "genre"],
-                                  "din_sequence_field": ["item_history", "genre_history"]}}
+         "movielens1m_x1_u1000": MOVIELENS_PAIRS["din"]}
 
 
 def build(dataset, model_zoo, seed):
@@ -49,17 +48,9 @@ def build(dataset, model_zoo, seed):
 
 
 def train_losses(model, batches):
-    """The loss of each step, as the training loop computes it (BCE + regulariser, clipping)."""
+    """The loss of each step of the training loop's own ``train_step`` (BCE + regulariser, clipping)."""
     model.train()
-    losses = []
-    for batch in batches:
-        model.optimizer.zero_grad()
-        loss = model.compute_loss(model.forward(batch), model.get_labels(batch))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10)
-        model.optimizer.step()
-        losses.append(float(loss.detach()))
-    return losses
+    return [float(model.train_step(batch).detach()) for batch in batches]
 
 
 def main(argv=None):

@@ -109,8 +109,8 @@ def run_key(params):
     content = {k: v for k, v in jsonable(params).items() if k not in VOLATILE_KEYS}
     if content.get("model_zoo"):  # FuxiCTR's model, wherever its checkout lives
         content["model_zoo"] = "FuxiCTR"
-    elif model_revision(content.get("model")) > 1:  # runs of its earlier code are not reused
-        content["_revision"] = model_revision(content["model"])
+    elif (revision := model_revision(content.get("model"))) > 1:  # runs of its earlier code are not reused
+        content["_revision"] = revision
     return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -44,7 +44,8 @@ class DIN(CTRModel):
                                               dnn_activations, embedding_initializer)
         self.attention = nn.ModuleList(
             DIN_Attention(embedding_dim * len(targets), attention_hidden_units, attention_hidden_activations,
-                          attention_output_activation, attention_dropout, False, din_use_softmax)
+                          attention_output_activation, attention_dropout, batch_norm=False,
+                          use_softmax=din_use_softmax)
             for targets, _ in self.groups)
         self.dnn = MLP_Block(self.feature_arch.num_tokens * embedding_dim, dnn_hidden_units, dnn_activations,
                              output_dim=1, dropout_rates=net_dropout, batch_norm=batch_norm)
