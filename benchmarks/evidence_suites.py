@@ -109,7 +109,11 @@ SUITES = {s.name: s for s in (
            Entry("batch 1024", "InterFormer", dict(AMAZON, batch_size=1024)),
            Entry("no token LayerNorm", "InterFormer", dict(AMAZON, token_norm=False)),
            Entry("init std 1e-4, PMA query personalized", "InterFormer",
-                 dict(AMAZON, embedding_initializer="partial(nn.init.normal_, std=1e-4)", pma_query="personalized"))),
+                 dict(AMAZON, embedding_initializer="partial(nn.init.normal_, std=1e-4)", pma_query="personalized")),
+           Entry("history match", "InterFormer", dict(AMAZON, history_match=True)),
+           Entry("CLS 8, PMA 4, recent 4", "InterFormer",
+                 dict(AMAZON, num_cls_tokens=8, num_pma_tokens=4, num_recent_tokens=4)),
+           Entry("DHEN layers 2", "InterFormer", dict(AMAZON, dhen_layers=2))),
           reference="shipped", seeds=2),
     Suite("realdata", "Full-size real data: InterFormer vs. FuxiCTR's DIN, DIEN, BST and this package's "
                       "DIN and TransAct (MovieLens-1M fields)",

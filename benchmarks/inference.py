@@ -13,7 +13,8 @@ code runs it, with its CPU fast paths; the TorchScript and ONNX graphs of
 ``python -m interformer_fuxi.export``, which take the plain PyTorch path):
 
 - single-request latency p50/p99 at batch 1 and 64 (the request already as named tensors);
-- throughput at batch 1024 and 4096 (rows/s);
+- throughput at batch 1024 and 4096 (rows/s), and the process's peak resident memory while
+  scoring batches of 4096 (GB, sampled every 5 ms; the model and the requests included);
 - the time to score ``--rows`` rows of CSV (the test CSV repeated) with the scoring CLI's
   function (``predict.score_file``: validation, chunked parsing and encoding, scoring, writing;
   the process start and checkpoint load excluded).
@@ -27,6 +28,7 @@ import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -71,6 +73,27 @@ def runners(model, work_dir):
     names = serving.input_names
     return {"pytorch": serving, "torchscript": traced,
             "onnx": lambda *x: session.run(["score"], {n: t.numpy() for n, t in zip(names, x)})[0]}
+
+
+class PeakRSS:
+    """This process's peak resident memory (GB) since ``reset()``, sampled every 5 ms."""
+
+    def __init__(self):
+        self.peak = 0
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    @staticmethod
+    def now():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 30
+
+    def _sample(self):
+        while True:
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.005)
+
+    def reset(self):
+        self.peak = self.now()
 
 
 def requests(model, rows, batch_size, count, seed):
@@ -127,10 +150,14 @@ def measure(name, dataset, rows, count, quick):
             for backend in BACKENDS:
                 res[backend][f"p50_ms_b{batch_size}"], res[backend][f"p99_ms_b{batch_size}"] = \
                     latency_ms(run[backend], reqs)
+        memory = PeakRSS()
         for batch_size in (1024, 4096):
             reqs = requests(model, test_rows, batch_size, 3 if quick else 8, seed=batch_size)
             for backend in BACKENDS:
+                gc.collect()
+                memory.reset()
                 res[backend][f"rows_per_s_b{batch_size}"] = throughput(run[backend], reqs)
+                res[backend][f"peak_gb_b{batch_size}"] = memory.peak
         del run, reqs
         gc.collect()
         for backend in BACKENDS:
@@ -148,12 +175,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     count = 50 if args.quick else 300
-    results = {"dataset": args.dataset, "torch_threads": torch.get_num_threads(), "cli_rows": rows, "models": {}}
+    # "heap": scoring runs on glibc's default heap (runner.py keeps freed memory for training only)
+    results = {"dataset": args.dataset, "torch_threads": torch.get_num_threads(), "cli_rows": rows,
+               "heap": "glibc defaults", "models": {}}
     path = os.path.join(args.out, f"{args.dataset}.json")
     if os.path.exists(path):  # keep the other models' rows measured under the same settings
         with open(path) as f:
             earlier = json.load(f)
-        if all(earlier.get(k) == results[k] for k in ("torch_threads", "cli_rows")):
+        if all(earlier.get(k) == results[k] for k in ("torch_threads", "cli_rows", "heap")):
             results["models"] = {k: v for k, v in earlier["models"].items() if k not in args.models}
     # one process per model: ONNX Runtime's arena and the CPU heap keep their peak (GBs at
     # batch 4096), which the next model should not inherit
@@ -174,13 +203,13 @@ def print_table(results):
     print(f"\nDataset {results['dataset']}, torch threads {results['torch_threads']}, "
           f"CLI over {results['cli_rows']:,} rows\n")
     print("| model | backend | p50 / p99 ms, batch 1 | p50 / p99 ms, batch 64 | rows/s, batch 1024 | "
-          "rows/s, batch 4096 | CLI seconds |")
-    print("|---|---|---|---|---|---|---|")
+          "rows/s, batch 4096 | peak GB, batch 4096 | CLI seconds |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, res in results["models"].items():
         for backend, r in res.items():
             print(f"| {name} | {backend} | {r['p50_ms_b1']:.2f} / {r['p99_ms_b1']:.2f} | "
                   f"{r['p50_ms_b64']:.2f} / {r['p99_ms_b64']:.2f} | {r['rows_per_s_b1024']:,.0f} | "
-                  f"{r['rows_per_s_b4096']:,.0f} | {r['cli_seconds']:.1f} |")
+                  f"{r['rows_per_s_b4096']:,.0f} | {r['peak_gb_b4096']:.2f} | {r['cli_seconds']:.1f} |")
 
 
 if __name__ == "__main__":

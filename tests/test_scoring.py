@@ -145,3 +145,21 @@ def test_export_cli_writes_the_graph_and_its_signature(trained, tmp_path):
                  "--out", str(tmp_path / "din"), cwd=root)
     assert result.returncode == 2 and "DIN_tiny: no checkpoint at" in result.stderr
     assert not (tmp_path / "din").exists()
+
+
+def test_scoring_keeps_glibcs_heap_and_training_keeps_the_freed_memory(trained):
+    # The kept heap (interformer_fuxi/cpu_heap.py) speeds CPU training but more than doubles a
+    # graph runtime's peak when scoring: loading a trained run for scoring leaves it off.
+    root, _, _ = trained
+    script = ("from interformer_fuxi import cpu_heap\n"
+              "from interformer_fuxi.runner import load_trained, run_expid\n"
+              f"load_trained('config', '{EXPID}')\n"
+              "print(cpu_heap._applied)\n"
+              f"run_expid('config', '{EXPID}', overrides={{'epochs': 1, 'verbose': 0, 'model_root': './heap_check/'}})\n"
+              "print(cpu_heap._applied)\n")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("INTERFORMER_CPU_HEAP", None)
+    out = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["False", "True"]
