@@ -187,9 +187,9 @@ def run_expid(config_dir, expid, gpu=-1, overrides=None, resume=True):
     """
     params, feature_map, model_class = prepare(config_dir, expid, gpu, overrides, resume=resume)
     if gpu < 0 or not torch.cuda.is_available():
-        # CPU training reuses freed activations instead of fresh mmaps. Training only: scoring
-        # and export keep glibc's defaults, under which DIN's TorchScript and ONNX Runtime
-        # peaks at batch 1024 are 1.8-2.0 GB instead of 4.6-4.7 GB (docs/performance.md).
+        # CPU training reuses freed activations instead of fresh mmaps. Training only: under it
+        # scoring keeps every batch's peak (DIN's exported graphs more than double theirs at
+        # batch 1024; docs/performance.md, "Inference"), so scoring and export keep glibc's defaults.
         keep_freed_memory()
     model = build_model(params, feature_map, model_class)
     model.count_parameters()

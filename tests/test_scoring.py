@@ -15,9 +15,13 @@ from conftest import REPO
 EXPID = "InterFormer_tiny"
 
 
+def package_env():
+    """The environment of a subprocess that imports this checkout's package."""
+    return dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
 def cli(module, *args, cwd):
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.run([sys.executable, "-m", f"interformer_fuxi.{module}", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", f"interformer_fuxi.{module}", *args], cwd=cwd, env=package_env(),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -157,7 +161,7 @@ def test_scoring_keeps_glibcs_heap_and_training_keeps_the_freed_memory(trained):
               "print(cpu_heap._applied)\n"
               f"run_expid('config', '{EXPID}', overrides={{'epochs': 1, 'verbose': 0, 'model_root': './heap_check/'}})\n"
               "print(cpu_heap._applied)\n")
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = package_env()
     env.pop("INTERFORMER_CPU_HEAP", None)
     out = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
                          timeout=300)
