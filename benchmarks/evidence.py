@@ -268,8 +268,13 @@ def monitor_value(record):
 def stage1_specs(ctx, suite):
     """Per entry, the lr-search runs its lr comes from (those of its ``lr_of`` entry, if any)."""
     seed = seeds_of(ctx, 1)[0]
-    return {e.name: [make_spec(ctx, e.lr_of or e, lr, seed, 1) for lr in ctx.protocol["lrs"]]
+    return {e.name: [make_spec(ctx, e.lr_of or e, lr, seed, 1) for lr in lrs_of(ctx, e.lr_of or e)]
             for e in suite.entries}
+
+
+def lrs_of(ctx, entry):
+    """The stage-1 grid of one entry: its own (a model's tuned range) or the protocol's."""
+    return entry.lrs or ctx.protocol["lrs"]
 
 
 def choose_lr(ctx, specs):
@@ -352,6 +357,8 @@ def entry_results(ctx, suite, n_seeds):
         notes = [note] if note else []
         if suite.entry(name).lr_of:
             notes.append(f"lr of {suite.entry(name).lr_of.name}")
+        elif suite.entry(name).lrs:
+            notes.append(f"its own lr grid {list(suite.entry(name).lrs)}")
         if missing:
             notes.append(f"{missing} seed(s) not run")
         if failed:

@@ -18,6 +18,7 @@ class Entry:
     group: str = None              # chart group (fig2: the interaction module)
     lr_of: "Entry" = None          # an ablation takes the learning rate searched for this entry
     fuxictr: bool = False          # FuxiCTR's own model (evidence.py --model-zoo), not this package's
+    lrs: tuple = None              # this entry's own stage-1 learning rates (None: the protocol's or --lrs)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,11 @@ SUITES = {s.name: s for s in (
            Entry("history match", "InterFormer", dict(AMAZON, history_match=True)),
            Entry("CLS 8, PMA 4, recent 4", "InterFormer",
                  dict(AMAZON, num_cls_tokens=8, num_pma_tokens=4, num_recent_tokens=4)),
-           Entry("DHEN layers 2", "InterFormer", dict(AMAZON, dhen_layers=2))),
+           Entry("DHEN layers 2", "InterFormer", dict(AMAZON, dhen_layers=2)),
+           Entry("lr 2e-3", "InterFormer", AMAZON, lrs=(2e-3,)),
+           Entry("InterFormer layers 2", "InterFormer", dict(AMAZON, num_layers=2)),
+           Entry("d 32", "InterFormer", dict(AMAZON, embedding_dim=32)),
+           Entry("dropout 0.1", "InterFormer", dict(AMAZON, net_dropout=0.1, attention_dropout=0.1))),
           reference="shipped", seeds=2),
     Suite("realdata", "Full-size real data: InterFormer vs. FuxiCTR's DIN, DIEN, BST and this package's "
                       "DIN and TransAct (MovieLens-1M fields)",

@@ -17,7 +17,8 @@ code runs it, with its CPU fast paths; the TorchScript and ONNX graphs of
   scoring batches of 4096 (GB, sampled every 5 ms; the model and the requests included);
 - the time to score ``--rows`` rows of CSV (the test CSV repeated) with the scoring CLI's
   function (``predict.score_file``: validation, chunked parsing and encoding, scoring, writing;
-  the process start and checkpoint load excluded).
+  the process start and checkpoint load excluded), with its length buckets (the default:
+  rows sorted by history length, each batch over its rows' window) and with ``--full_windows``.
 
 Prints a Markdown table and writes ``benchmarks/results/inference/<dataset>.json``. The last
 line is ``RESULT onnx_vs_eager_batch1_interformer=…x onnx_vs_eager_batch1_din=…x``.
@@ -122,7 +123,7 @@ def throughput(run, reqs):
     return sum(x[0].shape[0] for x in reqs) / (time.perf_counter() - start)
 
 
-def cli_seconds(model, params, rows, backend, work_dir):
+def cli_seconds(model, params, rows, backend, work_dir, length_buckets=True):
     """Seconds for ``score_file`` over ``rows`` CSV rows (the test CSV repeated)."""
     import pandas as pd
 
@@ -133,7 +134,7 @@ def cli_seconds(model, params, rows, backend, work_dir):
         pd.concat([test] * reps, ignore_index=True).head(rows).to_csv(path, index=False)
     start = time.perf_counter()
     score_file(model, params, path, os.path.join(work_dir, "scores.csv"), batch_size=4096, chunk_rows=20_000,
-               backend=backend)
+               backend=backend, length_buckets=length_buckets)
     return time.perf_counter() - start
 
 
@@ -162,6 +163,8 @@ def measure(name, dataset, rows, count, quick):
         gc.collect()
         for backend in BACKENDS:
             res[backend]["cli_seconds"] = cli_seconds(model, params, rows, backend, work_dir)
+            res[backend]["cli_seconds_full_windows"] = cli_seconds(model, params, rows, backend, work_dir,
+                                                                   length_buckets=False)
     return res
 
 
@@ -177,12 +180,12 @@ def main(argv=None):
     count = 50 if args.quick else 300
     # "heap": scoring runs on glibc's default heap (runner.py keeps freed memory for training only)
     results = {"dataset": args.dataset, "torch_threads": torch.get_num_threads(), "cli_rows": rows,
-               "heap": "glibc defaults", "models": {}}
+               "heap": "glibc defaults", "cli": "length buckets", "models": {}}
     path = os.path.join(args.out, f"{args.dataset}.json")
     if os.path.exists(path):  # keep the other models' rows measured under the same settings
         with open(path) as f:
             earlier = json.load(f)
-        if all(earlier.get(k) == results[k] for k in ("torch_threads", "cli_rows", "heap")):
+        if all(earlier.get(k) == results[k] for k in ("torch_threads", "cli_rows", "heap", "cli")):
             results["models"] = {k: v for k, v in earlier["models"].items() if k not in args.models}
     # one process per model: ONNX Runtime's arena and the CPU heap keep their peak (GBs at
     # batch 4096), which the next model should not inherit
@@ -203,13 +206,14 @@ def print_table(results):
     print(f"\nDataset {results['dataset']}, torch threads {results['torch_threads']}, "
           f"CLI over {results['cli_rows']:,} rows\n")
     print("| model | backend | p50 / p99 ms, batch 1 | p50 / p99 ms, batch 64 | rows/s, batch 1024 | "
-          "rows/s, batch 4096 | peak GB, batch 4096 | CLI seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+          "rows/s, batch 4096 | peak GB, batch 4096 | CLI seconds | CLI seconds, full windows |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, res in results["models"].items():
         for backend, r in res.items():
             print(f"| {name} | {backend} | {r['p50_ms_b1']:.2f} / {r['p99_ms_b1']:.2f} | "
                   f"{r['p50_ms_b64']:.2f} / {r['p99_ms_b64']:.2f} | {r['rows_per_s_b1024']:,.0f} | "
-                  f"{r['rows_per_s_b4096']:,.0f} | {r['peak_gb_b4096']:.2f} | {r['cli_seconds']:.1f} |")
+                  f"{r['rows_per_s_b4096']:,.0f} | {r['peak_gb_b4096']:.2f} | {r['cli_seconds']:.1f} | "
+                  f"{r['cli_seconds_full_windows']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--backend", default="pytorch", choices=BACKENDS,
                         help="pytorch (eager), or the checkpoint exported on the fly to torchscript or onnx "
                              "(ONNX Runtime on the CPU)")
+    parser.add_argument("--full_windows", action="store_true", help="score every padded position (no "
+                        "length buckets: rows in input order, histories at full length)")
     parser.add_argument("--model_zoo", default=None, help="FuxiCTR model_zoo/ folder, as for run_expid.py")
     return parser.parse_args(argv)
 
@@ -96,40 +98,48 @@ def encode_chunk(processor, feature_map, chunk):
     return np.hstack(columns)
 
 
-def make_scorer(model, backend, expid, work_dir):
-    """A function from a FuxiCTR batch tensor ``[B, columns]`` to scores ``[B]`` (float32, CPU).
+def make_scorer(serving, backend, work_dir):
+    """A function from the serving inputs (:func:`interformer_fuxi.serving.batch_inputs`, a
+    tuple of ``[B]`` / ``[B, T]`` tensors) to scores ``[B]`` (float32, CPU).
 
     ``torchscript`` and ``onnx`` export the model into ``work_dir`` first
     (:func:`interformer_fuxi.export.export`, parity-checked) and score with that runtime."""
-    model.eval()
+    model = serving.model.eval()
     if backend == "pytorch":
-        return lambda batch: model.predict_batch(batch.to(model.device)).cpu()
+        names = serving.input_names
+        return lambda inputs: model.predict_batch({n: x.to(model.device) for n, x in zip(names, inputs)}).cpu()
     from .export import export
-    from .serving import batch_inputs, serving_model
 
     folder = os.path.join(work_dir, backend)
-    export(serving_model(model, expid), backend, folder)
+    export(serving, backend, folder)
     if backend == "torchscript":
         graph = torch.jit.load(os.path.join(folder, "model.pt"))
-        return lambda batch: graph(*batch_inputs(model, batch))
+        return lambda inputs: graph(*inputs)
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.enable_cpu_mem_arena = False  # streaming: do not keep the largest batch's memory
     session = ort.InferenceSession(os.path.join(folder, "model.onnx"), options, providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    return lambda batch: torch.from_numpy(
-        session.run(["score"], {n: x.numpy() for n, x in zip(names, batch_inputs(model, batch))})[0])
+    return lambda inputs: torch.from_numpy(session.run(["score"], {n: x.numpy() for n, x in zip(names, inputs)})[0])
 
 
-def score_file(model, params, path, out, batch_size=None, chunk_rows=CHUNK_ROWS, backend="pytorch"):
-    """Score ``path`` into ``out`` with ``backend``; returns the number of rows scored."""
+def score_file(model, params, path, out, batch_size=None, chunk_rows=CHUNK_ROWS, backend="pytorch",
+               length_buckets=True):
+    """Score ``path`` into ``out`` with ``backend``; returns the number of rows scored.
+    ``length_buckets``: batches of similar history length over their own windows
+    (:mod:`interformer_fuxi.length_buckets`), where the model's scores ignore padding."""
     import tempfile
 
     import pandas as pd
 
     from .atomic import atomic_write
+    from .export import example_inputs
+    from .length_buckets import score_bucketed, windows_agree
+    from .serving import batch_inputs, serving_model
     from .validate import column_checks, validate_file
+
+    serving = serving_model(model, params["model_id"])  # this package's models only: one clear line otherwise
 
     sep = params.get("sep", ",")
     header = read_header(path, sep)
@@ -142,14 +152,20 @@ def score_file(model, params, path, out, batch_size=None, chunk_rows=CHUNK_ROWS,
     try:
         with tempfile.TemporaryDirectory() as work_dir, atomic_write(out, newline="") as f, \
                 tqdm(total=rows, unit="rows", desc="score", disable=None) as bar:
-            scorer = make_scorer(model, backend, params["model_id"], work_dir)
+            scorer = make_scorer(serving, backend, work_dir)
+            # rows sorted by history length, each batch over its rows' window: the same scores
+            # with less padding, for every model whose scores ignore padded positions
+            bucketed = length_buckets and windows_agree(scorer, example_inputs(serving, batch_size=16),
+                                                        params["model_id"])
+            score = ((lambda inputs: score_bucketed(scorer, inputs, batch_size)) if bucketed else
+                     (lambda inputs: torch.cat([scorer(b) for b in zip(*(x.split(batch_size) for x in inputs))])))
             f.write(",".join(ids + ["score"]) + "\n")
             for chunk in pd.read_csv(path, sep=sep, dtype=object, chunksize=chunk_rows,
                                      usecols=lambda c: c in wanted):  # read as FuxiCTR's build reads
                 kept = chunk[ids].copy()
                 batch = torch.from_numpy(encode_chunk(processor, model.feature_map, chunk))
                 with torch.no_grad():
-                    scores = torch.cat([scorer(b) for b in batch.split(batch_size)])
+                    scores = score(batch_inputs(model, batch))
                 kept["score"] = scores.double().numpy()
                 kept.to_csv(f, header=False, index=False, float_format="%.9g")
                 bar.update(len(chunk))
@@ -167,7 +183,8 @@ def main(argv=None):
             raise UserError(f"--backend {args.backend} scores on the CPU; drop --gpu {args.gpu} or use --backend pytorch")
         overrides = {"model_zoo": os.path.abspath(args.model_zoo)} if args.model_zoo else None
         params, _, model = load_trained(args.config, args.expid, args.gpu, overrides)
-        rows = score_file(model, params, args.data, args.out, args.batch_size, args.chunk_rows, args.backend)
+        rows = score_file(model, params, args.data, args.out, args.batch_size, args.chunk_rows, args.backend,
+                          length_buckets=not args.full_windows)
     except UserError as exc:
         return report(exc)
     print(f"Scored {rows} rows of {args.data} with {args.expid} ({args.backend}): {os.path.abspath(args.out)}")

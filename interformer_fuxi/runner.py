@@ -260,6 +260,7 @@ def main(argv=None):
             command = (f"torchrun --nnodes {os.environ.get('GROUP_WORLD_SIZE', 1)} --nproc_per_node "
                        f"{os.environ.get('LOCAL_WORLD_SIZE', 1)} " + command.split(" ", 1)[1])
         run(args, command)
+        distributed.barrier()  # no rank tears the group down while another still talks to it
     except UserError as exc:
         return report(exc if not distributed.launched() else UserError(f"rank {os.environ['RANK']}: {exc}"))
     finally:

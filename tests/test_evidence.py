@@ -131,6 +131,17 @@ def test_an_ablation_trains_at_its_models_lr_without_a_search_of_its_own(tiny, t
     assert table.loc["w/o MHA", "lr"] == best and "lr of InterFormer" in table.loc["w/o MHA", "note"]
 
 
+def test_an_entry_with_its_own_lr_grid_searches_only_that_grid(tiny, tmp_path):
+    """``Entry.lrs``: a model tuned in another range (e.g. BARS's BST at 5e-4) keeps its grid."""
+    ctx = context(tiny, tmp_path, lrs=(1e-3,))
+    own = Entry("DOT at 1e-2", "DOT", lrs=(1e-2,))
+    suite = Suite("own", "own", (Entry("DOT", "DOT"), own), reference="DOT", seeds=1)
+    ev.run_suites(ctx, [suite], lambda s: 1, out=lambda line: None)
+    assert sorted((r["entry"], r["lr"]) for r in records_of(ctx)) == [("DOT", 1e-3), ("DOT at 1e-2", 1e-2)]
+    table = pd.read_csv(os.path.join(ctx.results_dir, "own-tiny.csv")).set_index("entry")
+    assert table.loc["DOT at 1e-2", "lr"] == 1e-2 and "its own lr grid [0.01]" in table.loc["DOT at 1e-2", "note"]
+
+
 def test_paper_suites_search_lr_per_model_and_reuse_it_for_ablations():
     fig2 = SUITES["fig2"]
     for arch in ("DOT", "DCNv2", "DHEN"):

@@ -133,6 +133,35 @@ def test_the_exported_backends_score_like_pytorch(trained, tmp_path, backend):
     assert os.listdir(tmp_path) == ["s.csv"]  # the exported graph lived in a temporary folder
 
 
+def test_scoring_buckets_rows_by_history_length_unless_told_not_to(trained, tmp_path, monkeypatch):
+    """The CLI's batches run over short windows (tiny_amazon's histories hold 0 to 20 of 20
+    slots) and score as the full-width batches do; ``--full_windows`` scores every slot."""
+    from interformer_fuxi import length_buckets
+    from interformer_fuxi.predict import main
+
+    root, _, expected = trained
+    widths, real = [], length_buckets.bucketed_batches
+
+    def spy(inputs, batch_size):
+        for rows, batch in real(inputs, batch_size):
+            widths.append(max(x.shape[1] for x in batch if x.dim() == 2))
+            yield rows, batch
+    monkeypatch.setattr(length_buckets, "bucketed_batches", spy)
+    monkeypatch.chdir(root)
+    out = {}
+    for flag in ([], ["--full_windows"]):
+        out[bool(flag)] = str(tmp_path / f"s{len(flag)}.csv")
+        assert main(["--config", "config", "--expid", EXPID, "--data", "data/tiny_amazon/test.csv",
+                     "--out", out[bool(flag)], "--batch_size", "64", *flag]) == 0
+        if not flag:
+            scored = widths[-18:]  # 1,122 rows in batches of 64 (the probe's batches come first)
+            assert len(widths) > 18 and min(scored) < 20 and scored == sorted(scored)
+            count = len(widths)
+    assert len(widths) == count  # no buckets with --full_windows
+    for path in out.values():
+        np.testing.assert_allclose(pd.read_csv(path)["score"].values, expected, atol=1e-5, rtol=0)
+
+
 def test_export_cli_writes_the_graph_and_its_signature(trained, tmp_path):
     import json
 
