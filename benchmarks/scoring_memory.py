@@ -1,10 +1,11 @@
-"""Peak resident memory of scoring, per model, backend and batch size, with and without the kept heap.
+"""Peak resident memory and speed of scoring, per model, backend and batch size, with and without the kept heap.
 
     python benchmarks/scoring_memory.py --dataset movielens1m_x1_u1000 --models DIN --batches 1024 4096
 
 Each (model, backend, heap, batch) runs in a fresh process, so no peak is inherited: it loads
 the model as ``benchmarks/inference.py`` does, exports it, scores 8 random test batches and
-prints the peak resident memory (GB, sampled every 5 ms, the model and requests included).
+prints the peak resident memory (GB, sampled every 5 ms, the model and requests included)
+and the rows scored per second.
 ``kept`` applies the training's heap setting (``interformer_fuxi/cpu_heap.py``: ``mmap`` off,
 freed memory never trimmed); ``glibc`` keeps glibc's defaults, as scoring and export do.
 A process past ``--limit_gb`` stops itself (reported as ``> limit``), so that a probe never
@@ -37,8 +38,8 @@ with tempfile.TemporaryDirectory() as work_dir:
     run = inference.runners(model, work_dir)[{backend!r}]
     reqs = inference.requests(model, rows, {batch}, 8, seed={batch})
     memory.reset()
-    inference.throughput(run, reqs)
-    print(f"{{memory.peak:.2f}}", flush=True)
+    rate = inference.throughput(run, reqs)
+    print(f"{{memory.peak:.2f}} GB, {{rate:,.0f}} rows/s", flush=True)
 """
 
 
@@ -48,9 +49,9 @@ def probe(dataset, model, backend, heap, batch, limit_gb):
     code = CHILD.format(here=HERE, heap=heap, limit=limit_gb, dataset=dataset, model=model, backend=backend,
                         batch=batch)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    lines = out.stdout.split()
+    lines = out.stdout.strip().splitlines()
     if lines and lines[-1] == "over":
-        return f"> {limit_gb:g}"
+        return f"> {limit_gb:g} GB"
     if out.returncode != 0 or not lines:
         raise SystemExit(f"probe {model}/{backend}/{heap}/{batch} failed: {out.stderr.strip().splitlines()[-1:]}")
     return lines[-1]
@@ -68,7 +69,7 @@ def main(argv=None):
     parser.add_argument("--batches", nargs="+", type=int, default=[1024, 4096])
     parser.add_argument("--limit_gb", type=float, default=8.0)
     args = parser.parse_args(argv)
-    print(f"Dataset {args.dataset}: peak resident GB while scoring 8 batches\n")
+    print(f"Dataset {args.dataset}: peak resident GB and rows/s while scoring 8 batches\n")
     print("| model | backend | heap | " + " | ".join(f"batch {b}" for b in args.batches) + " |")
     print("|---|---|---|" + "---|" * len(args.batches))
     for model in args.models:

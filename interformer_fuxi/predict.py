@@ -176,7 +176,11 @@ def score_file(model, params, path, out, batch_size=None, chunk_rows=CHUNK_ROWS,
 
 def main(argv=None):
     args = parse_args(argv)
+    from .cpu_heap import keep_freed_memory
     from .runner import load_trained
+
+    if os.environ.get("INTERFORMER_CPU_HEAP") == "1":  # opt in: faster CPU scoring, higher peaks (README)
+        keep_freed_memory()
 
     try:
         if args.backend != "pytorch" and args.gpu >= 0:

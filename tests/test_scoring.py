@@ -196,3 +196,16 @@ def test_scoring_keeps_glibcs_heap_and_training_keeps_the_freed_memory(trained):
                          timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["False", "True"]
+    # INTERFORMER_CPU_HEAP=1 opts the scoring CLI into the kept heap (faster, higher peaks)
+    script = ("import sys\nfrom interformer_fuxi import cpu_heap, predict\n"
+              f"assert predict.main(['--expid', '{EXPID}', '--config', 'config', '--data', "
+              "'data/tiny_amazon/test.csv', '--out', sys.argv[1]]) == 0\nprint(cpu_heap._applied)\n")
+    for value, applied in ((None, "False"), ("1", "True")):
+        env = package_env()
+        env.pop("INTERFORMER_CPU_HEAP", None)
+        if value:
+            env["INTERFORMER_CPU_HEAP"] = value
+        out = subprocess.run([sys.executable, "-c", script, f"heap_{value}.csv"], cwd=root, env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[-1] == applied
