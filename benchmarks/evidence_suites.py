@@ -117,6 +117,7 @@ SUITES = {s.name: s for s in (
            Entry("DHEN layers 2", "InterFormer", dict(AMAZON, dhen_layers=2)),
            Entry("lr 2e-3", "InterFormer", AMAZON, lrs=(2e-3,)),
            Entry("InterFormer layers 2", "InterFormer", dict(AMAZON, num_layers=2)),
+           Entry("InterFormer layers 4", "InterFormer", dict(AMAZON, num_layers=4)),
            Entry("d 32", "InterFormer", dict(AMAZON, embedding_dim=32)),
            Entry("dropout 0.1", "InterFormer", dict(AMAZON, net_dropout=0.1, attention_dropout=0.1))),
           reference="shipped", seeds=2),
@@ -131,7 +132,9 @@ SUITES = {s.name: s for s in (
           reference="InterFormer", seeds=3),
     Suite("realdata_walltime", "Full-size real data at DIN's wall time: InterFormer trains about 4x as "
                                "many epochs in the time FuxiCTR's DIN takes for 3 (early stopping on validation)",
-          (Entry("InterFormer, up to 12 epochs", "InterFormer", dict(AMAZON, epochs=12, early_stop_patience=2)),),
+          (Entry("InterFormer, up to 12 epochs", "InterFormer", dict(AMAZON, epochs=12, early_stop_patience=2)),
+           Entry("InterFormer at lr 5e-4, up to 12 epochs", "InterFormer", dict(AMAZON, epochs=12, early_stop_patience=2),
+                 lrs=(5e-4,))),
           reference="InterFormer, up to 12 epochs", seeds=3),
     Suite("layers", "Figure 6b: number of InterFormer layers",
           tuple(Entry(f"L={n}", "InterFormer", {"num_layers": n}, lr_of=INTERFORMER) for n in (1, 2, 3, 4)),
