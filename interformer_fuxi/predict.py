@@ -11,6 +11,9 @@ column is optional, and so are the ``meta`` columns. The output holds the input'
 ``score``, the click probability, one row per input row in input order. It is written
 atomically: complete, or not at all. ``--backend torchscript|onnx`` exports the checkpoint
 to a temporary folder first (:mod:`interformer_fuxi.export`) and scores with that runtime.
+Each chunk is scored in length buckets (:mod:`interformer_fuxi.length_buckets`: rows sorted
+by history length, each batch over its rows' window) once a probe batch shows that the
+model's scores ignore padding; ``--full_windows`` scores every padded position.
 """
 import argparse
 import os
