@@ -16,6 +16,8 @@ from typing import Callable, List, Sequence, Tuple
 
 import torch
 
+from .layers.grouping import valid_window
+
 TOLERANCE = 1e-5
 MIN_WIDTH = 2  # the exported graphs take sequence lengths >= 2 (torch.export specialises 0 and 1)
 
@@ -32,15 +34,7 @@ def sequence_slots(inputs: Sequence[torch.Tensor]) -> List[List[int]]:
 def row_windows(inputs: Sequence[torch.Tensor], slots: List[List[int]]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
     """Per slot group, each row's ``(first, end)`` valid columns ``[B]`` over the group's fields
     (padding id 0); an empty row's ``(T, 0)`` moves no window."""
-    windows = []
-    for group in slots:
-        valid = torch.stack([inputs[i] != 0 for i in group]).any(0)  # [B, T]
-        T = valid.shape[1]
-        has = valid.any(1)
-        first = torch.where(has, valid.int().argmax(1), T)
-        end = torch.where(has, T - valid.flip(1).int().argmax(1), 0)
-        windows.append((first, end))
-    return windows
+    return [valid_window(torch.stack([inputs[i] != 0 for i in group]).any(0)) for group in slots]
 
 
 def bucketed_batches(inputs: Sequence[torch.Tensor], batch_size: int):

@@ -33,6 +33,16 @@ def _row_cost(width: int, extra_tokens: int) -> float:
     return ROW_FIXED + n + n * n / QUADRATIC_N
 
 
+def valid_window(mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each row's first valid column and last valid column + 1, ``[B]`` each, from a ``[B, T]``
+    bool mask; an empty row gets ``(T, 0)``, which moves no window it joins."""
+    T = mask.shape[1]
+    has_valid = mask.any(1)
+    first = torch.where(has_valid, mask.int().argmax(1), T)
+    end = torch.where(has_valid, T - mask.flip(1).int().argmax(1), 0)
+    return first, end
+
+
 def length_groups(mask: torch.Tensor, extra_tokens: int = 0
                   ) -> List[Tuple[Optional[torch.Tensor], int, int]]:
     """Partition of the rows into groups, each with the columns ``[lo, hi)`` it needs.
@@ -58,11 +68,8 @@ def length_groups(mask: torch.Tensor, extra_tokens: int = 0
         [(1000, 0, 3), (24, 0, 100)]
     """
     B, T = mask.shape
-    mask = mask.bool()
-    has_valid = mask.any(1)
     # an empty row fits any window: it bins as span 1 and does not move its group's window
-    first = torch.where(has_valid, mask.int().argmax(1), T)
-    end = torch.where(has_valid, T - mask.flip(1).int().argmax(1), 0)  # last valid + 1
+    first, end = valid_window(mask.bool())
     span = (end - first).clamp(min=1)
     bounds = _bounds(T)
     bins = torch.bucketize(span, torch.tensor(bounds, device=span.device))  # first bound >= span
