@@ -9,8 +9,8 @@ history for half the rows and from outside it for the rest, 8,192 training and 2
 held-out rows) the label is a pure match of target against history, so the held-out AUC per
 epoch shows whether, and how soon, a model builds one. ``int+pma`` is InterFormer with
 ``pma_query: personalized``. Small models (d = 16, 2 heads, 2 layers), Adam 3e-3, batch 256,
-one torch thread. ``int+match`` adds ``history_match: true``, ``int+nobias`` ``merge_bias:
-false``, ``int+std1`` an embedding init of std 1. Prints a Markdown table of held-out AUC by
+one torch thread. ``int+match`` adds ``history_match: true``, ``int+tmatch`` ``target_match:
+true``, ``int+nobias`` ``merge_bias: false``, ``int+std1`` an embedding init of std 1. Prints a Markdown table of held-out AUC by
 epoch.
 """
 import argparse
@@ -39,6 +39,7 @@ def make(name, fmap, seed):
         return DIN(fmap, **params)
     mode, *extras = name.split("+")
     switches = {"pma": {"pma_query": "personalized"}, "match": {"history_match": True},
+                "tmatch": {"target_match": True},
                 "nobias": {"merge_bias": False}, "std1": {"embedding_initializer": "partial(nn.init.normal_, std=1.0)"}}
     return InterFormer(fmap, **params, num_layers=2, interleave_mode=mode,
                        **{k: v for extra in extras for k, v in switches[extra].items()})

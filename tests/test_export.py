@@ -67,6 +67,15 @@ def test_onnx_runtime_scores_like_pytorch_for_any_batch_and_length(tmp_path, mod
     assert sig["parity_max_abs_diff"] <= 1e-5
 
 
+def test_target_match_exports_with_parity(tmp_path):
+    model = build(InterFormer, target_match=True)
+    with torch.no_grad():
+        model.target_match.weight.normal_(std=0.1)  # zero at init would hide a wrong graph
+    serving = ServingModel(model)
+    export(serving, "onnx", tmp_path / "out")
+    check_parity(serving, onnx_scorer(tmp_path / "out", serving), batch(fmap(), size=20, seed=6))
+
+
 def test_onnx_and_torchscript_accept_shorter_sequences(tmp_path):
     """Sequence length is a dynamic axis: a history tensor of 5 columns scores as the same
     history padded to the full ``max_len``."""

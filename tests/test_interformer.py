@@ -169,6 +169,10 @@ def test_bad_switch_values_are_rejected_with_the_key_name():
         build(pma_query="target")
     with pytest.raises(ValueError, match="history_match .* int or n2s"):
         build(history_match=True, interleave_mode="sep")
+    with pytest.raises(ValueError, match="target_match .* int or n2s"):
+        build(target_match=True, interleave_mode="s2n")
+    with pytest.raises(ValueError, match="target_match needs .*share_embedding"):
+        build(feature_map(sequences=(("item_history", None),)), target_match=True)
 
 
 def test_a_personalized_pma_query_starts_as_the_papers_and_learns_from_the_target():
@@ -214,6 +218,32 @@ def test_history_match_starts_as_the_papers_and_learns():
     matched.train()
     matched(data)["y_pred"].sum().backward()
     assert matched.history_match.weight.grad.abs().sum() > 0
+
+
+def test_target_match_pairs_shared_tables_starts_as_the_papers_and_learns():
+    """``target_match`` compares each history field with the non-sequence field whose table it
+    shares, through a zero-initialised map: the same predictions as without it at first (padded
+    and length-grouped paths), then a gradient into the map and into the shared item table."""
+    fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
+    data = batch(fmap, size=16)
+    paper, matched = build(fmap), build(fmap, target_match=True)
+    assert matched.feature_arch.match_pairs == [(0, "item_id"), (1, "cate_id")]
+    missing = matched.load_state_dict(paper.state_dict(), strict=False).missing_keys
+    assert missing == ["target_match.weight"]
+    for skip in (True, False):
+        paper.skip_padding = matched.skip_padding = skip
+        assert torch.allclose(predict(paper, data), predict(matched, data), atol=1e-6)
+    with torch.no_grad():
+        matched.target_match.weight.normal_(std=0.1)
+    for skip in (True, False):  # both paths agree with the map on too
+        matched.skip_padding = skip
+        scores = predict(matched, data)
+        assert skip or torch.allclose(scores, grouped, atol=1e-5)
+        grouped = scores
+    assert not torch.allclose(predict(paper, data), scores, atol=1e-4)
+    matched.train()
+    matched(data)["y_pred"].sum().backward()
+    assert matched.target_match.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("interaction, mode", list(itertools.product(INTERACTIONS, INTERLEAVE_MODES)))

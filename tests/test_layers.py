@@ -14,6 +14,7 @@ from interformer_fuxi.layers import (
     MaskNetMerge,
     RotaryEmbedding,
     RotaryMultiheadAttention,
+    TargetMatch,
     build_interaction,
     recent_tokens,
     valid_positions,
@@ -358,3 +359,21 @@ def test_build_interaction():
     assert len(build_interaction("DHEN", 6, 8, 4, dhen_layers=2).layers) == 2
     with pytest.raises(ValueError, match="'wukong'.*DOT"):
         build_interaction("wukong", 6, 8, 4)
+
+
+def test_target_match_scores_the_target_in_the_history_whatever_the_tables_scale():
+    """With a map that sums the features, a history item equal to the target adds ``d`` (its
+    cosine, times d), an orthogonal one 0, padding (a zero row) 0: at any table scale, since
+    FuxiCTR's whole-table L2 shrinks the tables as training goes."""
+    d = 8
+    match = TargetMatch(num_pairs=1, embedding_dim=d)
+    with torch.no_grad():
+        match.weight.fill_(1.0)
+    target = torch.zeros(1, 1, d)
+    target[0, 0, 0] = 1.0
+    other = torch.zeros(1, 1, d)
+    other[0, 0, 1] = 1.0
+    for scale in (1e-3, 1.0):
+        history = torch.stack([target[:, 0] * scale, other[:, 0] * scale, torch.zeros(1, d)], dim=1)
+        out = match(torch.zeros(1, 3, d), history.unsqueeze(2), target * scale)
+        assert torch.allclose(out[0, :, 0], torch.tensor([float(d), 0.0, 0.0]), atol=1e-4)

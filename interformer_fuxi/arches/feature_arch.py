@@ -97,6 +97,10 @@ class FeatureArch(nn.Module):
         self.x_norm = nn.LayerNorm(embedding_dim) if token_norm else nn.Identity()
         self.s_norm = nn.LayerNorm(embedding_dim) if token_norm else nn.Identity()
         self.num_tokens = len(self.sparse_fields) + (1 if self.dense_fields else 0)
+        # (sequence field's index, non-sequence field) sharing one table: what target_match compares
+        tables = self.embedding_layer.embedding_layers
+        self.match_pairs = [(i, t) for i, f in enumerate(self.sequence_fields)
+                            for t in self.sparse_fields if tables[f] is tables[t]]
         self.max_len = lengths.pop()
         # mixed-radix key of a position's id tuple, when the tables' sizes let it fit in int64
         radix = [self.embedding_layer.embedding_layers[f].num_embeddings for f in self.sequence_fields]
@@ -120,6 +124,15 @@ class FeatureArch(nn.Module):
         X = torch.stack(tokens, dim=1)
         ids = torch.stack([inputs[f] for f in self.sequence_fields], dim=-1).long()  # [B, T, k]
         return self.x_norm(X), ids, (ids != 0).any(dim=-1)
+
+    def match_targets(self, inputs):
+        """The raw embeddings ``[B, m, d]`` of the ``match_pairs``' non-sequence fields."""
+        return torch.stack([self._embed(t, inputs[t]) for _, t in self.match_pairs], dim=1)
+
+    def match_history(self, ids):
+        """``ids [B, T, k]`` -> the raw embeddings ``[B, T, m, d]`` of the ``match_pairs``' sequence fields."""
+        return torch.stack([self._embed(self.sequence_fields[i], ids[..., i]) for i, _ in self.match_pairs],
+                           dim=-2)
 
     def merge_sequence(self, ids):
         """``ids [B, T, k]`` -> LayerNorm(MaskNet merge of the k embeddings) ``[B, T, d]``."""

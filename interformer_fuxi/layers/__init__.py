@@ -15,6 +15,7 @@ from .pma import PMA
 from .positions import recent_positions, recent_tokens, valid_positions
 from .rope import RotaryEmbedding, rotate_half
 from .sequence_merge import MaskNetMerge
+from .target_match import TargetMatch
 from .token_lce import LCE
 from .wukong import WukongLayer
 
@@ -35,6 +36,7 @@ __all__ = [
     "PMA",
     "RotaryEmbedding",
     "RotaryMultiheadAttention",
+    "TargetMatch",
     "WukongLayer",
     "build_interaction",
     "length_groups",

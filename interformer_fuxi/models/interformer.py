@@ -20,7 +20,7 @@ from fuxictr.pytorch.layers import MLP_Block
 from torch import nn
 
 from ..arches import CrossArch, EarlyAggregation, FeatureArch, InteractionArch, SequenceArch
-from ..layers import HistoryMatch, length_groups
+from ..layers import HistoryMatch, TargetMatch, length_groups
 from ..layers.capture import capturing_graph
 from ..registry import register
 from .base import CTRModel
@@ -69,7 +69,7 @@ class InterFormer(CTRModel):
                  use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
                  token_norm=True, dedup_sequence_tokens=True, skip_padding=True, pma_query="learned",
-                 history_match=False, merge_bias=True, embedding_regularizer=None,
+                 history_match=False, target_match=False, merge_bias=True, embedding_regularizer=None,
                  net_regularizer=None, **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu,
                          embedding_regularizer=embedding_regularizer,
@@ -79,9 +79,10 @@ class InterFormer(CTRModel):
                              f"got {interleave_mode!r}")
         if num_layers < 1:
             raise ValueError(f"num_layers must be at least 1, got {num_layers}")
-        if history_match and interleave_mode not in ("int", "n2s"):
-            raise ValueError(f"history_match feeds the non-sequence tokens into the history: it needs "
-                             f"interleave_mode int or n2s, got {interleave_mode!r}")
+        for name, on in (("history_match", history_match), ("target_match", target_match)):
+            if on and interleave_mode not in ("int", "n2s"):
+                raise ValueError(f"{name} feeds the non-sequence tokens into the history: it needs "
+                                 f"interleave_mode int or n2s, got {interleave_mode!r}")
         if num_cls_tokens < 1:
             raise ValueError(f"num_cls_tokens must be at least 1, got {num_cls_tokens}")
         self.mode = interleave_mode
@@ -114,6 +115,9 @@ class InterFormer(CTRModel):
                 for _ in range(num_layers))
             # not in the paper: explicit history-to-target match features (layers/history_match.py)
             self.history_match = HistoryMatch(n, d) if history_match else None
+            # not in the paper: DIN's q ⊙ k on the raw tables (layers/target_match.py)
+            self.target_match = (TargetMatch(len(self.feature_arch.match_pairs), d) if target_match
+                                 else None)
             # learnable CLS tokens where no X_sum flows into the sequence (s2n, sep)
             self.cls_tokens = (None if self.mode in ("int", "n2s")
                                else nn.Parameter(torch.randn(num_cls_tokens, d) * 0.02))
@@ -141,34 +145,47 @@ class InterFormer(CTRModel):
         if self.mode == "sole" or not self.skip_padding or capturing_graph():
             return _concat(*self.encode(X_dict)[:2])
         X, ids, mask = self.feature_arch.tokens(X_dict)
+        targets = self.feature_arch.match_targets(X_dict) if self.target_match is not None else None
         groups = (length_groups(mask, self.cross_arch.num_cls_tokens) if ids.device.type == "cpu"
                   else [(None, 0, mask.shape[1])])
-        parts = [self.group_summaries(X, ids, mask, rows, lo, hi) for rows, lo, hi in groups]
+        parts = [self.group_summaries(X, ids, mask, targets, rows, lo, hi) for rows, lo, hi in groups]
         if len(parts) == 1:
             return parts[0]
         summary = torch.cat(parts)  # back to the batch's row order
         return torch.empty_like(summary).index_copy(0, torch.cat([rows for rows, _, _ in groups]), summary)
 
-    def group_summaries(self, X, ids, mask, rows, lo, hi):
-        """``[X_sum ‖ S_sum]`` of the batch's ``rows`` (None: all) over history columns ``[lo, hi)``."""
+    def group_summaries(self, X, ids, mask, targets, rows, lo, hi):
+        """``[X_sum ‖ S_sum]`` of the batch's ``rows`` (None: all) over history columns ``[lo, hi)``;
+        ``targets`` are ``target_match``'s (None when off)."""
         if rows is None:
             ids, mask = ids[:, lo:hi], mask[:, lo:hi]
         else:
             X, ids, mask = X[rows], ids[rows, lo:hi], mask[rows, lo:hi]
-        return _concat(*self.interleave(X, self.feature_arch.merge_sequence(ids), mask)[:2])
+            targets = None if targets is None else targets[rows]
+        S = self.match(self.feature_arch.merge_sequence(ids), ids, targets)
+        return _concat(*self.interleave(X, S, mask)[:2])
+
+    def match(self, S, ids, targets):
+        """``S [B, T, d]`` plus ``target_match``'s term (``ids [B, T, k]``, ``targets [B, m, d]``)."""
+        if self.target_match is None:
+            return S
+        return self.target_match(S, self.feature_arch.match_history(ids), targets)
 
     def encode(self, X_dict, need_weights=False):
         """Final summaries ``X_sum [B, n_sum, d]``, ``S_sum [B, m, d]`` (None in ``sole``) and
         ``{"states": [(X, S) per layer, inputs first], "attention": [[B, H, N, N] per layer]}``
         (attention only with ``need_weights``)."""
-        X, S, mask = self.feature_arch(X_dict)
         if self.mode == "sole":
+            X, S, mask = self.feature_arch(X_dict)
             states = [(X, S)]
             X = torch.cat([X, self.early_aggregation(S, mask)], dim=1)
             for layer in self.interaction_layers:
                 X = layer(X)
                 states.append((X, None))
             return self.cross_arch.summarize_nonsequence(X), None, {"states": states, "attention": []}
+        X, ids, mask = self.feature_arch.tokens(X_dict)
+        targets = self.feature_arch.match_targets(X_dict) if self.target_match is not None else None
+        S = self.match(self.feature_arch.merge_sequence(ids), ids, targets)
         return self.interleave(X, S, mask, need_weights)
 
     def interleave(self, X, S, mask, need_weights=False):
