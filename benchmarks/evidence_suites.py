@@ -120,7 +120,9 @@ SUITES = {s.name: s for s in (
            Entry("InterFormer layers 4", "InterFormer", dict(AMAZON, num_layers=4)),
            Entry("d 32", "InterFormer", dict(AMAZON, embedding_dim=32)),
            Entry("dropout 0.1", "InterFormer", dict(AMAZON, net_dropout=0.1, attention_dropout=0.1)),
-           Entry("target match", "InterFormer", dict(AMAZON, target_match=True))),
+           Entry("target match", "InterFormer", dict(AMAZON, target_match=True)),
+           Entry("λ=1e-2", "InterFormer", dict(AMAZON, embedding_regularizer=1e-2)),
+           Entry("d 128", "InterFormer", dict(AMAZON, embedding_dim=128))),
           reference="shipped", seeds=2),
     Suite("realdata", "Full-size real data: InterFormer vs. FuxiCTR's DIN, DIEN, BST and this package's "
                       "DIN and TransAct (MovieLens-1M fields)",
