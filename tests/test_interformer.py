@@ -223,7 +223,8 @@ def test_history_match_starts_as_the_papers_and_learns():
 def test_target_match_pairs_shared_tables_starts_as_the_papers_and_learns():
     """``target_match`` compares each history field with the non-sequence field whose table it
     shares, through a zero-initialised map: the same predictions as without it at first (padded
-    and length-grouped paths), then a gradient into the map and into the shared item table."""
+    and length-grouped paths); once the map is non-zero both paths still agree, and the
+    gradient reaches the map."""
     fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
     data = batch(fmap, size=16)
     paper, matched = build(fmap), build(fmap, target_match=True)

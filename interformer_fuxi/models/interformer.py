@@ -145,7 +145,7 @@ class InterFormer(CTRModel):
         if self.mode == "sole" or not self.skip_padding or capturing_graph():
             return _concat(*self.encode(X_dict)[:2])
         X, ids, mask = self.feature_arch.tokens(X_dict)
-        targets = self.feature_arch.match_targets(X_dict) if self.target_match is not None else None
+        targets = self.match_targets(X_dict)
         groups = (length_groups(mask, self.cross_arch.num_cls_tokens) if ids.device.type == "cpu"
                   else [(None, 0, mask.shape[1])])
         parts = [self.group_summaries(X, ids, mask, targets, rows, lo, hi) for rows, lo, hi in groups]
@@ -162,11 +162,16 @@ class InterFormer(CTRModel):
         else:
             X, ids, mask = X[rows], ids[rows, lo:hi], mask[rows, lo:hi]
             targets = None if targets is None else targets[rows]
-        S = self.match(self.feature_arch.merge_sequence(ids), ids, targets)
-        return _concat(*self.interleave(X, S, mask)[:2])
+        return _concat(*self.interleave(X, self.history_tokens(ids, targets), mask)[:2])
 
-    def match(self, S, ids, targets):
-        """``S [B, T, d]`` plus ``target_match``'s term (``ids [B, T, k]``, ``targets [B, m, d]``)."""
+    def match_targets(self, X_dict):
+        """``target_match``'s raw target embeddings ``[B, m, d]``; None when it is off."""
+        return None if self.target_match is None else self.feature_arch.match_targets(X_dict)
+
+    def history_tokens(self, ids, targets):
+        """``ids [B, T, k]`` -> the merged history ``S [B, T, d]``, plus ``target_match``'s term
+        against ``targets [B, m, d]`` when it is on."""
+        S = self.feature_arch.merge_sequence(ids)
         if self.target_match is None:
             return S
         return self.target_match(S, self.feature_arch.match_history(ids), targets)
@@ -184,9 +189,7 @@ class InterFormer(CTRModel):
                 states.append((X, None))
             return self.cross_arch.summarize_nonsequence(X), None, {"states": states, "attention": []}
         X, ids, mask = self.feature_arch.tokens(X_dict)
-        targets = self.feature_arch.match_targets(X_dict) if self.target_match is not None else None
-        S = self.match(self.feature_arch.merge_sequence(ids), ids, targets)
-        return self.interleave(X, S, mask, need_weights)
+        return self.interleave(X, self.history_tokens(ids, self.match_targets(X_dict)), mask, need_weights)
 
     def interleave(self, X, S, mask, need_weights=False):
         """The interleaved layers and the final Cross Arch from the Feature Arch's ``X [B, n, d]``,
