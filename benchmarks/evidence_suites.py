@@ -122,7 +122,8 @@ SUITES = {s.name: s for s in (
            Entry("dropout 0.1", "InterFormer", dict(AMAZON, net_dropout=0.1, attention_dropout=0.1)),
            Entry("target match", "InterFormer", dict(AMAZON, target_match=True)),
            Entry("λ=1e-2", "InterFormer", dict(AMAZON, embedding_regularizer=1e-2)),
-           Entry("d 128", "InterFormer", dict(AMAZON, embedding_dim=128))),
+           Entry("d 128", "InterFormer", dict(AMAZON, embedding_dim=128)),
+           Entry("target attention", "InterFormer", dict(AMAZON, target_attention=True))),
           reference="shipped", seeds=2),
     Suite("realdata", "Full-size real data: InterFormer vs. FuxiCTR's DIN, DIEN, BST and this package's "
                       "DIN and TransAct (MovieLens-1M fields)",

@@ -41,19 +41,25 @@ def normalized_entropy(y_true, y_pred, train_ctr):
     return logloss(y_true, y_pred) / entropy(train_ctr)
 
 
-def group_auc(y_true, y_pred, group_id):
-    """Sample-weighted mean of per-group AUC over groups that hold both classes."""
+def group_aucs(y_true, y_pred, group_id):
+    """Per group that holds both classes: its AUC and sample count (columns ``auc``, ``n``)."""
     df = pd.DataFrame({"g": np.asarray(group_id), "y": np.asarray(y_true, dtype=np.float64),
                        "p": np.asarray(y_pred, dtype=np.float64)})
     df["rank"] = df.groupby("g")["p"].rank(method="average")
     stats = df.groupby("g").agg(n=("y", "size"), pos=("y", "sum"))
     stats["pos_rank"] = df[df["y"] > 0].groupby("g")["rank"].sum()
     stats = stats[(stats["pos"] > 0) & (stats["pos"] < stats["n"])]
+    neg = stats["n"] - stats["pos"]
+    stats["auc"] = (stats["pos_rank"] - stats["pos"] * (stats["pos"] + 1) / 2) / (stats["pos"] * neg)
+    return stats[["auc", "n"]]
+
+
+def group_auc(y_true, y_pred, group_id):
+    """Sample-weighted mean of per-group AUC over groups that hold both classes."""
+    stats = group_aucs(y_true, y_pred, group_id)
     if stats.empty:
         return 0.0
-    neg = stats["n"] - stats["pos"]
-    auc = (stats["pos_rank"] - stats["pos"] * (stats["pos"] + 1) / 2) / (stats["pos"] * neg)
-    return float((auc * stats["n"]).sum() / stats["n"].sum())
+    return float((stats["auc"] * stats["n"]).sum() / stats["n"].sum())
 
 
 def evaluate_metrics(y_true, y_pred, metrics, group_id=None, train_ctr=None):

@@ -76,6 +76,14 @@ def test_target_match_exports_with_parity(tmp_path):
     check_parity(serving, onnx_scorer(tmp_path / "out", serving), batch(fmap(), size=20, seed=6))
 
 
+def test_target_attention_exports_with_parity(tmp_path):
+    serving = ServingModel(build(InterFormer, target_attention=True))
+    export(serving, "onnx", tmp_path / "out")
+    score = onnx_scorer(tmp_path / "out", serving)
+    check_parity(serving, score, batch(fmap(), size=20, seed=7))
+    check_parity(serving, score, batch(fmap(), size=3, seed=8, lengths=[0, 1, 2]))
+
+
 def test_onnx_and_torchscript_accept_shorter_sequences(tmp_path):
     """Sequence length is a dynamic axis: a history tensor of 5 columns scores as the same
     history padded to the full ``max_len``."""

@@ -247,6 +247,51 @@ def test_target_match_pairs_shared_tables_starts_as_the_papers_and_learns():
     assert matched.target_match.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("mode", ["int", "sep", "sole"])
+def test_target_attention_adds_one_token_per_shared_table_that_reads_the_target_and_the_history(mode):
+    """``target_attention`` appends DIN's pooling of the raw history, one token per pair of a
+    history field and the non-sequence field sharing its table. The token reads the target
+    (a different target item moves it, with the rest of X fixed) and the valid history only
+    (not the padding row); the padded and length-grouped paths agree; a row without
+    history gets a finite score; the gradient reaches the attention MLP."""
+    fmap = feature_map(sequences=(("item_history", "item_id"), ("cate_history", "cate_id")))
+    model = build(fmap, interleave_mode=mode, target_attention=True)
+    plain = build(fmap, interleave_mode=mode)
+    data = batch(fmap, size=16, lengths=torch.arange(16) % 9)
+    model.eval()
+    with torch.no_grad():
+        X, ids, mask = model.tokens(model.get_inputs(data))
+        X0, _, _ = plain.tokens(plain.get_inputs(data))
+        assert X.shape[1] == X0.shape[1] + 2
+        target = data.clone()
+        col = fmap.get_column_index("item_id")
+        target[:, col] = target[:, col] % 40 + 1
+        moved = model.tokens(model.get_inputs(target))[0]
+        n = X0.shape[1]
+        has = mask.any(-1)
+        assert not torch.allclose(moved[has, n], X[has, n], atol=1e-5)  # the item pair's token
+        assert torch.allclose(moved[:, n + 1], X[:, n + 1], atol=1e-6)  # the category pair's is the same
+        # the padding row (id 0) made non-zero: padded positions still weigh nothing
+        model.feature_arch.embedding_layer.embedding_layers["item_id"].weight[0].fill_(3.0)
+        assert torch.allclose(model.tokens(model.get_inputs(data))[0], X, atol=1e-5)
+    if mode != "sole":
+        for skip in (True, False):
+            model.skip_padding = skip
+            scores = predict(model, data)
+            assert skip or torch.allclose(scores, grouped, atol=1e-5)
+            grouped = scores
+    assert torch.isfinite(predict(model, batch(fmap, size=4, lengths=[0] * 4))).all()
+    model.train()
+    model(data)["y_pred"].sum().backward()
+    grads = [p.grad for name, p in model.named_parameters() if name.startswith("target_attention.")]
+    assert grads and all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+
+
+def test_target_attention_needs_a_shared_table():
+    with pytest.raises(ValueError, match="target_attention needs .*share_embedding"):
+        build(feature_map(sequences=(("item_history", None),)), target_attention=True)
+
+
 @pytest.mark.parametrize("interaction, mode", list(itertools.product(INTERACTIONS, INTERLEAVE_MODES)))
 def test_every_interaction_and_mode_trains_on_dense_features_and_several_sequences(interaction, mode):
     fmap = feature_map(dense=1, sparse=("userid", "adgroup_id", "cate_id", "brand", "btag"),

@@ -15,6 +15,7 @@ from .pma import PMA
 from .positions import recent_positions, recent_tokens, valid_positions
 from .rope import RotaryEmbedding, rotate_half
 from .sequence_merge import MaskNetMerge
+from .target_attention import TargetAttention
 from .target_match import TargetMatch
 from .token_lce import LCE
 from .wukong import WukongLayer
@@ -36,6 +37,7 @@ __all__ = [
     "PMA",
     "RotaryEmbedding",
     "RotaryMultiheadAttention",
+    "TargetAttention",
     "TargetMatch",
     "WukongLayer",
     "build_interaction",

@@ -20,7 +20,7 @@ from fuxictr.pytorch.layers import MLP_Block
 from torch import nn
 
 from ..arches import CrossArch, EarlyAggregation, FeatureArch, InteractionArch, SequenceArch
-from ..layers import HistoryMatch, TargetMatch, length_groups
+from ..layers import HistoryMatch, TargetAttention, TargetMatch, length_groups
 from ..layers.capture import capturing_graph
 from ..registry import register
 from .base import CTRModel
@@ -69,7 +69,7 @@ class InterFormer(CTRModel):
                  use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
                  token_norm=True, dedup_sequence_tokens=True, skip_padding=True, pma_query="learned",
-                 history_match=False, target_match=False, merge_bias=True, embedding_regularizer=None,
+                 history_match=False, target_match=False, target_attention=False, merge_bias=True, embedding_regularizer=None,
                  net_regularizer=None, **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu,
                          embedding_regularizer=embedding_regularizer,
@@ -90,7 +90,11 @@ class InterFormer(CTRModel):
         d = embedding_dim
         self.feature_arch = FeatureArch(feature_map, d, hidden_activations, embedding_initializer, token_norm,
                                         dedup_sequence_tokens, merge_bias)
-        n = self.feature_arch.num_tokens
+        # not in the paper: DIN's attention pooling of the raw history, one more token per
+        # shared-table pair (layers/target_attention.py)
+        self.target_attention = (TargetAttention(len(self.feature_arch.match_pairs), d, dropout=attention_dropout,
+                                                 token_norm=token_norm) if target_attention else None)
+        n = self.feature_arch.num_tokens + (len(self.feature_arch.match_pairs) if target_attention else 0)
         cross_kwargs = dict(num_cls_tokens=num_cls_tokens, num_pma_tokens=num_pma_tokens,
                             num_recent_tokens=num_recent_tokens, num_heads=num_heads,
                             use_gating=use_gating, gating_form=gating_form,
@@ -144,7 +148,7 @@ class InterFormer(CTRModel):
         """
         if self.mode == "sole" or not self.skip_padding or capturing_graph():
             return _concat(*self.encode(X_dict)[:2])
-        X, ids, mask = self.feature_arch.tokens(X_dict)
+        X, ids, mask = self.tokens(X_dict)
         targets = self.match_targets(X_dict)
         groups = (length_groups(mask, self.cross_arch.num_cls_tokens) if ids.device.type == "cpu"
                   else [(None, 0, mask.shape[1])])
@@ -164,6 +168,16 @@ class InterFormer(CTRModel):
             targets = None if targets is None else targets[rows]
         return _concat(*self.interleave(X, self.history_tokens(ids, targets), mask)[:2])
 
+    def tokens(self, X_dict):
+        """The Feature Arch's ``X [B, n, d]``, history ids ``[B, T, k]`` and mask ``[B, T]``, with
+        ``target_attention``'s tokens appended to ``X`` when it is on."""
+        X, ids, mask = self.feature_arch.tokens(X_dict)
+        if self.target_attention is None:
+            return X, ids, mask
+        pooled = self.target_attention(self.feature_arch.match_targets(X_dict),
+                                       self.feature_arch.match_history(ids), mask)
+        return torch.cat([X, pooled], dim=1), ids, mask
+
     def match_targets(self, X_dict):
         """``target_match``'s raw target embeddings ``[B, m, d]``; None when it is off."""
         return None if self.target_match is None else self.feature_arch.match_targets(X_dict)
@@ -181,14 +195,15 @@ class InterFormer(CTRModel):
         ``{"states": [(X, S) per layer, inputs first], "attention": [[B, H, N, N] per layer]}``
         (attention only with ``need_weights``)."""
         if self.mode == "sole":
-            X, S, mask = self.feature_arch(X_dict)
+            X, ids, mask = self.tokens(X_dict)
+            S = self.feature_arch.merge_sequence(ids)
             states = [(X, S)]
             X = torch.cat([X, self.early_aggregation(S, mask)], dim=1)
             for layer in self.interaction_layers:
                 X = layer(X)
                 states.append((X, None))
             return self.cross_arch.summarize_nonsequence(X), None, {"states": states, "attention": []}
-        X, ids, mask = self.feature_arch.tokens(X_dict)
+        X, ids, mask = self.tokens(X_dict)
         return self.interleave(X, self.history_tokens(ids, self.match_targets(X_dict)), mask, need_weights)
 
     def interleave(self, X, S, mask, need_weights=False):
