@@ -69,8 +69,8 @@ class InterFormer(CTRModel):
                  use_mha=True, use_rope=True, residual_norm=True, head_hidden_units=[256, 128],
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
                  token_norm=True, dedup_sequence_tokens=True, skip_padding=True, pma_query="learned",
-                 history_match=False, target_match=False, target_attention=False, merge_bias=True, embedding_regularizer=None,
-                 net_regularizer=None, **kwargs):
+                 history_match=False, target_match=False, target_attention=False, merge_bias=True,
+                 embedding_regularizer=None, net_regularizer=None, **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu,
                          embedding_regularizer=embedding_regularizer,
                          net_regularizer=net_regularizer, **kwargs)
