@@ -29,7 +29,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from interformer_fuxi.errors import UserError, report  # noqa: E402
-from interformer_fuxi.metrics import group_aucs  # noqa: E402
+from interformer_fuxi.metrics import group_auc, group_aucs  # noqa: E402
 
 DEFAULT_RESULTS = os.path.join(REPO, "benchmarks", "results")
 BOOTSTRAP = 2000
@@ -208,8 +208,7 @@ def main(argv=None):
         for record, p in zip(records, scores):
             if len(p) != len(rows):
                 raise UserError(f"run {record['key']}: {len(p)} test scores for {len(rows)} test rows")
-            ours = float((lambda s: (s["auc"] * s["n"]).sum() / s["n"].sum())(
-                group_aucs(rows["label"], p, rows["user"])))
+            ours = group_auc(rows["label"], p, rows["user"])
             print(f"{record['entry']} ({record['key']}): gAUC of the rescored test split {ours:.6f}, "
                   f"the record's {record['test']['gAUC']:.6f}")
             if abs(ours - record["test"]["gAUC"]) > 1e-4:
