@@ -3,6 +3,8 @@
     python benchmarks/inference.py                                   # tiny_amazon, 1M rows for the CLI
     python benchmarks/inference.py --dataset movielens1m_x1_u1000    # real history lengths (<= 100)
     python benchmarks/inference.py --quick                           # fewer requests, 100k CLI rows
+    python benchmarks/inference.py --dataset movielens1m_x1_u1000 --cli-only --models InterFormer \
+        --backends pytorch torchscript                               # the CLI timing alone, cell by cell
 
 The models are the project's Amazon settings: ``InterFormer_amazon`` (d = 64, 3 layers) and
 ``DIN_default`` (BARS's AmazonElectronics_x1 DIN: attention [512, 256], DNN [1024, 512, 256],
@@ -22,6 +24,12 @@ code runs it, with its CPU fast paths; the TorchScript and ONNX graphs of
 
 Prints a Markdown table and writes ``benchmarks/results/inference/<dataset>.json``. The last
 line is ``RESULT onnx_vs_eager_batch1_interformer=…x onnx_vs_eager_batch1_din=…x``.
+
+``--cli-only`` times the CLI alone (length buckets; ``--full-windows`` adds the run without
+them), one model and backend per fresh process, with the process's peak resident memory while
+scoring: what a scoring job over a large file costs and whether the chunked reading keeps its
+memory flat. Each cell is merged into ``<dataset>_cli_<rows>.json`` as it finishes, so an
+hours-long grid can be measured a few cells at a time.
 """
 import argparse
 import json
@@ -168,15 +176,63 @@ def measure(name, dataset, rows, count, quick):
     return res
 
 
+def measure_cli(name, dataset, rows, backend, full_windows):
+    """One CLI cell: ``{"cli_seconds", "peak_gb"[, "cli_seconds_full_windows"]}``."""
+    params, model, _ = load(dataset, MODELS[name])
+    memory = PeakRSS()
+    with tempfile.TemporaryDirectory() as work_dir:
+        memory.reset()
+        res = {"cli_seconds": cli_seconds(model, params, rows, backend, work_dir), "peak_gb": memory.peak}
+        if full_windows:
+            res["cli_seconds_full_windows"] = cli_seconds(model, params, rows, backend, work_dir,
+                                                          length_buckets=False)
+    return res
+
+
+def cli_grid(args, rows):
+    """``--cli-only``: each (model, backend) in a fresh process, merged into the JSON as it ends."""
+    path = os.path.join(args.out, f"{args.dataset}_cli_{rows}.json")
+    results = {"dataset": args.dataset, "torch_threads": torch.get_num_threads(), "cli_rows": rows,
+               "heap": "glibc defaults", "models": {}}
+    if os.path.exists(path):
+        with open(path) as f:
+            results["models"] = json.load(f)["models"]
+    os.makedirs(args.out, exist_ok=True)
+    context = multiprocessing.get_context("spawn")
+    for name in args.models:
+        for backend in args.backends:
+            with context.Pool(1) as pool:
+                cell = pool.apply(measure_cli, (name, args.dataset, rows, backend, args.full_windows))
+            results["models"].setdefault(name, {})[backend] = cell
+            print(f"{name}, {backend}: {cell['cli_seconds']:.0f} s, peak {cell['peak_gb']:.2f} GB", flush=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump(results, f, indent=2)
+            os.replace(path + ".tmp", path)
+    print(f"\nDataset {args.dataset}, torch threads {results['torch_threads']}, CLI over {rows:,} rows\n")
+    print("| model | backend | CLI seconds | rows/s | peak GB | CLI seconds, full windows |")
+    print("|---|---|---|---|---|---|")
+    for name, res in results["models"].items():
+        for backend, r in res.items():
+            full = r.get("cli_seconds_full_windows")
+            print(f"| {name} | {backend} | {r['cli_seconds']:,.0f} | {rows / r['cli_seconds']:,.0f} | "
+                  f"{r['peak_gb']:.2f} | {'' if full is None else f'{full:,.0f}'} |")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="tiny_amazon", help="a dataset_id of config/dataset_config.yaml")
     parser.add_argument("--rows", type=int, default=None, help="CSV rows for the CLI timing (default 1M)")
     parser.add_argument("--quick", action="store_true", help="50 requests per latency, 100k CLI rows")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--cli-only", action="store_true", help="time the scoring CLI alone, cell by cell")
+    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS,
+                        help="with --cli-only: which backends")
+    parser.add_argument("--full-windows", action="store_true", help="with --cli-only: also without length buckets")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results", "inference"))
     args = parser.parse_args(argv)
     rows = args.rows or (100_000 if args.quick else 1_000_000)
+    if args.cli_only:
+        return cli_grid(args, rows)
     count = 50 if args.quick else 300
     # "heap": scoring runs on glibc's default heap (runner.py keeps freed memory for training only)
     results = {"dataset": args.dataset, "torch_threads": torch.get_num_threads(), "cli_rows": rows,

@@ -14,6 +14,9 @@ Speed switches (model-config keys): ``fused_optimizer`` (default true: fused Ada
 ``mixed_precision: bf16`` (autocast on CUDA), ``torch_compile`` (default false; true or a
 ``torch.compile`` mode such as ``reduce-overhead``, CUDA graphs on top); each
 batch goes to the device in one non-blocking copy.
+``warmup_steps`` (default 0, off; not in FuxiCTR or the paper): the learning rate rises
+linearly from lr/W to lr over the first W optimizer steps; FuxiCTR's decay on plateau acts
+after them.
 """
 import logging
 import os
@@ -41,7 +44,7 @@ class CTRModel(BaseModel):
     """FuxiCTR ``BaseModel`` plus NE, fast gAUC and a parameter count that is returned."""
 
     def __init__(self, feature_map, train_ctr=None, fused_optimizer=True, mixed_precision=None,
-                 torch_compile=False, **kwargs):
+                 torch_compile=False, warmup_steps=0, **kwargs):
         kwargs.setdefault("verbose", 0)
         kwargs.setdefault("model_root", "./checkpoints/")
         kwargs.setdefault("metrics", ["AUC", "logloss"])
@@ -54,6 +57,9 @@ class CTRModel(BaseModel):
         self._fused_optimizer = fused_optimizer
         self._mixed_precision = mixed_precision
         self._torch_compile = torch_compile
+        if not (isinstance(warmup_steps, int) and not isinstance(warmup_steps, bool) and warmup_steps >= 0):
+            raise ValueError(f"warmup_steps must be a whole number of steps >= 0, got {warmup_steps!r}")
+        self._warmup_steps = warmup_steps
         super().__init__(feature_map, **kwargs)
         self.train_ctr = train_ctr
         self._max_gradient_norm = 10.0  # fit() overrides these; set here so train_step works alone
@@ -70,6 +76,14 @@ class CTRModel(BaseModel):
         super().compile(optimizer, loss, lr)
         if self._fused_optimizer and type(self.optimizer) is torch.optim.Adam:
             self.optimizer = torch.optim.Adam(self.parameters(), lr=lr, fused=True)
+        self._base_lr = lr  # the rate the warm-up climbs to
+
+    def _warm_up(self):
+        """During the first ``warmup_steps`` steps: lr = base lr * step / warmup_steps."""
+        step = max(self._total_steps, 1)  # train_step called on its own counts as the first
+        if step <= self._warmup_steps:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._base_lr * step / self._warmup_steps
 
     def model_to_device(self):
         """Every model calls this last in its constructor: the place to compile the forward."""
@@ -114,6 +128,8 @@ class CTRModel(BaseModel):
         norm = nn.utils.clip_grad_norm_(self.parameters(), self._max_gradient_norm)
         if not torch.isfinite(norm):
             return self._nonfinite_batch("gradient")
+        if self._warmup_steps:
+            self._warm_up()
         self.optimizer.step()
         return loss
 
