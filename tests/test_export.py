@@ -67,6 +67,20 @@ def test_onnx_runtime_scores_like_pytorch_for_any_batch_and_length(tmp_path, mod
     assert sig["parity_max_abs_diff"] <= 1e-5
 
 
+def test_the_onnx_attention_adds_its_padding_mask(tmp_path):
+    """A boolean mask exports as selects and NaN checks over every [B, H, N, N] score; the
+    additive one as a broadcast add: the graph holds no NaN check, and pre- or post-padded
+    histories of any length (the empty one too) still score as in PyTorch."""
+    import onnx
+
+    serving = ServingModel(build(InterFormer))
+    export(serving, "onnx", tmp_path / "out")
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node]
+    assert "IsNaN" not in ops
+    score = onnx_scorer(tmp_path / "out", serving)
+    check_parity(serving, score, batch(fmap(), size=13, seed=4, padding="pre", lengths=list(range(13))))
+
+
 def test_target_match_exports_with_parity(tmp_path):
     model = build(InterFormer, target_match=True)
     with torch.no_grad():
