@@ -46,6 +46,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from interformer_fuxi.atomic import atomic_write  # noqa: E402
 from interformer_fuxi.export import export  # noqa: E402
 from interformer_fuxi.predict import score_file  # noqa: E402
 from interformer_fuxi.serving import ServingModel, batch_inputs  # noqa: E402
@@ -205,9 +206,8 @@ def cli_grid(args, rows):
                 cell = pool.apply(measure_cli, (name, args.dataset, rows, backend, args.full_windows))
             results["models"].setdefault(name, {})[backend] = cell
             print(f"{name}, {backend}: {cell['cli_seconds']:.0f} s, peak {cell['peak_gb']:.2f} GB", flush=True)
-            with open(path + ".tmp", "w") as f:
+            with atomic_write(path) as f:  # a cell killed mid-write keeps the cells before it
                 json.dump(results, f, indent=2)
-            os.replace(path + ".tmp", path)
     print(f"\nDataset {args.dataset}, torch threads {results['torch_threads']}, CLI over {rows:,} rows\n")
     print("| model | backend | CLI seconds | rows/s | peak GB | CLI seconds, full windows |")
     print("|---|---|---|---|---|---|")
