@@ -72,6 +72,8 @@ class RotaryMultiheadAttention(nn.Module):
         self.fold_rope = True
         self.fold_min_rows = 512
         self.fused_cpu_attention = True
+        # ONNX export only: hand SDPA an additive float mask (benchmarks/onnx_mask.py compares).
+        self.onnx_additive_mask = True
 
     def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None,
                 positions: Optional[torch.Tensor] = None, need_weights: bool = False,
@@ -124,7 +126,8 @@ class RotaryMultiheadAttention(nn.Module):
             attn = fused_attention(q, k, v, None if attn_mask is None else attn_mask.view(B, N),
                                    1.0 / math.sqrt(dh))
         else:
-            if attn_mask is not None and capturing_graph() and torch.onnx.is_in_onnx_export():
+            if (attn_mask is not None and self.onnx_additive_mask and capturing_graph()
+                    and torch.onnx.is_in_onnx_export()):
                 # ONNX: a float mask [B, 1, 1, N] is one broadcast add, where a boolean one becomes
                 # selects and NaN checks over every [B, H, N, N] score (ONNX Runtime: about 20% of
                 # InterFormer's time at batch 1 and 1024)
