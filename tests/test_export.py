@@ -77,16 +77,15 @@ def test_the_onnx_attention_adds_its_padding_mask(tmp_path):
     export(serving, "onnx", tmp_path / "out")
     ops = [node.op_type for node in onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node]
     assert "IsNaN" not in ops
-    score = onnx_scorer(tmp_path / "out", serving)
-    check_parity(serving, score, batch(fmap(), size=13, seed=4, padding="pre", lengths=list(range(13))))
+    histories = batch(fmap(), size=13, seed=4, padding="pre", lengths=list(range(13)))
+    check_parity(serving, onnx_scorer(tmp_path / "out", serving), histories)
     # the boolean form, kept for benchmarks/onnx_mask.py, scores the same with the NaN checks
     for module in serving.modules():
         if hasattr(module, "onnx_additive_mask"):
             module.onnx_additive_mask = False
     export(serving, "onnx", tmp_path / "boolean")
     assert "IsNaN" in [node.op_type for node in onnx.load(str(tmp_path / "boolean" / "model.onnx")).graph.node]
-    check_parity(serving, onnx_scorer(tmp_path / "boolean", serving),
-                 batch(fmap(), size=13, seed=4, padding="pre", lengths=list(range(13))))
+    check_parity(serving, onnx_scorer(tmp_path / "boolean", serving), histories)
 
 
 def test_target_match_exports_with_parity(tmp_path):
