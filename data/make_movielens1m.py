@@ -164,9 +164,10 @@ def convert(ratings, items, users, max_len=100, valid_ratio=0.1, test_ratio=0.1,
     size = np.repeat(counts, counts)
     n_test = np.where(size >= 10, np.floor(size * test_ratio), 0).astype(int)
     n_valid = np.where(size >= 10, np.floor(size * valid_ratio), 0).astype(int)
-    split = np.where(pos >= size - n_test, "test", np.where(pos >= size - n_test - n_valid, "valid", "train"))
+    valid_start = size - n_test - n_valid
+    split = np.where(pos >= size - n_test, "test", np.where(pos >= valid_start, "valid", "train"))
     if train_per_user is not None:  # older training rows are dropped as rows, not as history
-        split = np.where((split == "train") & (pos < size - n_test - n_valid - train_per_user), "dropped", split)
+        split = np.where(pos < valid_start - train_per_user, "dropped", split)
 
     genre = items["genre"].to_numpy()[ev["item"].to_numpy() - 1]
     lo = np.maximum(first, np.arange(n) - max_len)  # history = events lo .. i-1
