@@ -60,6 +60,15 @@ def score_test(record, config, results_dir):
     return model.predict(load_split(feature_map, params, "test")), params
 
 
+def check_rescored(record, y, p, user):
+    """The rescored test gAUC, refused unless it is the record's: the rows analysed are the rows reported."""
+    ours = group_auc(y, p, user)
+    if abs(ours - record["test"]["gAUC"]) > 1e-4:
+        raise UserError(f"run {record['key']}: the rescored test gAUC {ours:.6f} is not the record's "
+                        f"{record['test']['gAUC']:.6f}; the checkpoint or the test rows changed")
+    return ours
+
+
 def row_features(test_csv, train_csv, sequence, target, history_genre, genre):
     """Per test row: label, user, history length, the target's training rows, genre share."""
     test = pd.read_csv(test_csv, dtype=str, keep_default_na=False)
@@ -208,12 +217,9 @@ def main(argv=None):
         for record, p in zip(records, scores):
             if len(p) != len(rows):
                 raise UserError(f"run {record['key']}: {len(p)} test scores for {len(rows)} test rows")
-            ours = group_auc(rows["label"], p, rows["user"])
+            ours = check_rescored(record, rows["label"], p, rows["user"])
             print(f"{record['entry']} ({record['key']}): gAUC of the rescored test split {ours:.6f}, "
                   f"the record's {record['test']['gAUC']:.6f}")
-            if abs(ours - record["test"]["gAUC"]) > 1e-4:
-                raise UserError(f"run {record['key']}: the rescored test gAUC {ours:.6f} is not the record's "
-                                f"{record['test']['gAUC']:.6f}; the checkpoint or the test rows changed")
         result = analyse(rows, *scores)
         names = args.names or [r["entry"] for r in records]
         result.update(runs=args.runs, entries=names, dataset=args.dataset)
