@@ -31,6 +31,7 @@ import inference  # noqa: E402
 
 from interformer_fuxi.atomic import atomic_write  # noqa: E402
 from interformer_fuxi.export import export  # noqa: E402
+from interformer_fuxi.layers.attention import set_onnx_mask_form  # noqa: E402
 from interformer_fuxi.serving import ServingModel  # noqa: E402
 
 FORMS = ("additive", "boolean")
@@ -44,9 +45,7 @@ def sessions(model, work_dir, threads):
     serving = ServingModel(model).eval()
     out = {}
     for form in FORMS:
-        for module in serving.modules():
-            if hasattr(module, "onnx_additive_mask"):
-                module.onnx_additive_mask = form == "additive"
+        set_onnx_mask_form(serving, additive=form == "additive")
         path = os.path.join(work_dir, form)
         export(serving, "onnx", path)
         ops = [node.op_type for node in onnx.load(os.path.join(path, "model.onnx")).graph.node]

@@ -8,6 +8,7 @@ import torch
 from interformer_fuxi import InterFormer
 from interformer_fuxi.errors import UserError
 from interformer_fuxi.export import export
+from interformer_fuxi.layers.attention import set_onnx_mask_form
 from interformer_fuxi.models import DCNv2, DHEN, DIN, DOT, TransAct, WuKong
 from interformer_fuxi.models.interformer import INTERLEAVE_MODES
 from interformer_fuxi.serving import ServingModel, batch_inputs, serving_model
@@ -80,9 +81,7 @@ def test_the_onnx_attention_adds_its_padding_mask(tmp_path):
     histories = batch(fmap(), size=13, seed=4, padding="pre", lengths=list(range(13)))
     check_parity(serving, onnx_scorer(tmp_path / "out", serving), histories)
     # the boolean form, kept for benchmarks/onnx_mask.py, scores the same with the NaN checks
-    for module in serving.modules():
-        if hasattr(module, "onnx_additive_mask"):
-            module.onnx_additive_mask = False
+    set_onnx_mask_form(serving, additive=False)
     export(serving, "onnx", tmp_path / "boolean")
     assert "IsNaN" in [node.op_type for node in onnx.load(str(tmp_path / "boolean" / "model.onnx")).graph.node]
     check_parity(serving, onnx_scorer(tmp_path / "boolean", serving), histories)

@@ -174,3 +174,11 @@ class RotaryMultiheadAttention(nn.Module):
     def extra_repr(self) -> str:
         return (f"embedding_dim={self.embedding_dim}, num_heads={self.num_heads}, "
                 f"attention_dropout={self.attention_dropout}, use_rope={self.use_rope}")
+
+
+def set_onnx_mask_form(model: nn.Module, additive: bool) -> None:
+    """Make every attention layer of ``model`` export its padding mask as an additive float
+    mask (``additive``, the default) or as the boolean one (NaN checks in the graph)."""
+    for module in model.modules():
+        if isinstance(module, RotaryMultiheadAttention):
+            module.onnx_additive_mask = additive
