@@ -292,6 +292,38 @@ def test_target_attention_needs_a_shared_table():
         build(feature_map(sequences=(("item_history", None),)), target_attention=True)
 
 
+@pytest.mark.parametrize("mode", ["int", "sole"])
+def test_first_order_starts_as_the_paper_and_learns_an_item_bias_outside_the_embedding_regularizer(mode):
+    """``first_order`` adds a zero-initialised scalar per categorical value (and per numeric
+    field) to the logit: the untrained model predicts as the paper's; on labels that only an
+    item's identity decides, the item weights split by label; they train at 10x the model's
+    rate, and FuxiCTR's whole-table embedding regulariser does not see them."""
+    fmap = feature_map(dense=1, sparse=("item_id", "cate_id"))
+    model = build(fmap, interleave_mode=mode, first_order=True, embedding_regularizer=1e-2)
+    plain = build(fmap, interleave_mode=mode, embedding_regularizer=1e-2)
+    data = batch(fmap, size=64)
+    assert torch.allclose(predict(model, data), predict(plain, data))
+    item = data[:, fmap.get_column_index("item_id")].long()
+    data[:, -1] = (item % 2).float()  # odd items click
+    with torch.no_grad():
+        reg = model.regularization_loss()
+        model.first_order.weights.weight.fill_(5.0)
+        model.first_order.dense.weight.fill_(5.0)
+        assert model.regularization_loss() == reg
+        model.first_order.weights.weight.zero_()
+        model.first_order.dense.weight.zero_()
+    # the wide part trains at first_order_lr_scale (10) x the model's rate
+    assert sorted(group["lr"] for group in model.optimizer.param_groups) == pytest.approx([1e-3, 1e-2])
+    losses = train_steps(model, data, steps=30)
+    assert losses[-1] < losses[0]
+    w = model.first_order.weights.weight.squeeze(1)[:50]  # item_id's rows come first
+    seen_odd, seen_even = item[item % 2 == 1].unique(), item[item % 2 == 0].unique()
+    assert w[seen_odd].mean() > 0 > w[seen_even].mean()
+    unseen = torch.ones(50, dtype=torch.bool)
+    unseen[item.unique()] = False
+    assert (w[unseen] == 0).all()  # only the rows in the batch moved
+
+
 @pytest.mark.parametrize("interaction, mode", list(itertools.product(INTERACTIONS, INTERLEAVE_MODES)))
 def test_every_interaction_and_mode_trains_on_dense_features_and_several_sequences(interaction, mode):
     fmap = feature_map(dense=1, sparse=("userid", "adgroup_id", "cate_id", "brand", "btag"),

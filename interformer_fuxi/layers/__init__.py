@@ -6,6 +6,7 @@ from .dcn_interaction import DCNv2Interaction
 from .dcnv2_net import DCNv2Net
 from .dhen import DHEN, DHENLayer
 from .dot_interaction import DotInteraction
+from .first_order import FirstOrder
 from .gating import Gating
 from .interaction_factory import INTERACTIONS, build_interaction
 from .grouping import length_groups
@@ -28,6 +29,7 @@ __all__ = [
     "DHEN",
     "DHENLayer",
     "DotInteraction",
+    "FirstOrder",
     "Gating",
     "HistoryMatch",
     "INTERACTIONS",

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 from fuxictr.pytorch.models import BaseModel
+from fuxictr.pytorch.torch_utils import get_optimizer
 from tqdm import tqdm
 
 from .. import distributed
@@ -72,18 +73,28 @@ class CTRModel(BaseModel):
         return {"epoch_seconds": [], "eval_seconds": [], "best_epoch": None, "best_monitor": None}
 
     def compile(self, optimizer, loss, lr):
-        """FuxiCTR's optimizer and loss; Adam runs fused (one kernel per tensor, same maths)."""
+        """FuxiCTR's optimizer and loss; Adam runs fused (one kernel per tensor, same maths).
+        The parameters are ``param_groups(lr)``'s groups (one, unless the model sets its own)."""
         super().compile(optimizer, loss, lr)
+        groups = self.param_groups(lr)
         if self._fused_optimizer and type(self.optimizer) is torch.optim.Adam:
-            self.optimizer = torch.optim.Adam(self.parameters(), lr=lr, fused=True)
-        self._base_lr = lr  # the rate the warm-up climbs to
+            self.optimizer = torch.optim.Adam(groups, lr=lr, fused=True)
+        elif len(groups) > 1:
+            self.optimizer = get_optimizer(optimizer, groups, lr)
+        for group in self.optimizer.param_groups:
+            group["base_lr"] = group["lr"]  # the rate the warm-up climbs to
+
+    def param_groups(self, lr):
+        """The optimizer's parameter groups; a group with its own ``lr`` trains at that rate
+        (FuxiCTR's decay on plateau scales every group's rate by the same factor)."""
+        return [{"params": list(self.parameters())}]
 
     def _warm_up(self):
         """During the first ``warmup_steps`` steps: lr = base lr * step / warmup_steps."""
         step = max(self._total_steps, 1)  # train_step called on its own counts as the first
         if step <= self._warmup_steps:
             for group in self.optimizer.param_groups:
-                group["lr"] = self._base_lr * step / self._warmup_steps
+                group["lr"] = group["base_lr"] * step / self._warmup_steps
 
     def model_to_device(self):
         """Every model calls this last in its constructor: the place to compile the forward."""

@@ -20,7 +20,7 @@ from fuxictr.pytorch.layers import MLP_Block
 from torch import nn
 
 from ..arches import CrossArch, EarlyAggregation, FeatureArch, InteractionArch, SequenceArch
-from ..layers import HistoryMatch, TargetAttention, TargetMatch, length_groups
+from ..layers import FirstOrder, HistoryMatch, TargetAttention, TargetMatch, length_groups
 from ..layers.capture import capturing_graph
 from ..registry import register
 from .base import CTRModel
@@ -70,6 +70,7 @@ class InterFormer(CTRModel):
                  hidden_activations="SiLU", net_dropout=0.0, attention_dropout=0.0,
                  token_norm=True, dedup_sequence_tokens=True, skip_padding=True, pma_query="learned",
                  history_match=False, target_match=False, target_attention=False, merge_bias=True,
+                 first_order=False, first_order_lr_scale=10.0,
                  embedding_regularizer=None, net_regularizer=None, **kwargs):
         super().__init__(feature_map, model_id=model_id, gpu=gpu,
                          embedding_regularizer=embedding_regularizer,
@@ -129,12 +130,37 @@ class InterFormer(CTRModel):
             head_tokens = num_cls_tokens + self.cross_arch.num_summary_tokens
         self.head = MLP_Block(head_tokens * d, head_hidden_units, hidden_activations,
                               output_dim=1, dropout_rates=net_dropout)
+        # not in the paper: a per-value scalar on the logit, the wide part (layers/first_order.py)
+        fields = self.feature_arch
+        self.first_order = (FirstOrder([feature_map.features[f]["vocab_size"] for f in fields.sparse_fields],
+                                       len(fields.dense_fields)) if first_order else None)
+        self.first_order_lr_scale = first_order_lr_scale
         self.compile(kwargs["optimizer"], kwargs["loss"], learning_rate)
         self.model_to_device()
 
+    def param_groups(self, lr):
+        """``first_order``'s weights train at ``first_order_lr_scale`` × lr, as Wide & Deep trains its
+        wide part with an optimizer of its own (layers/first_order.py says why)."""
+        if self.first_order is None:
+            return super().param_groups(lr)
+        wide = list(self.first_order.parameters())
+        deep = [p for name, p in self.named_parameters() if not name.startswith("first_order.")]
+        return [{"params": deep}, {"params": wide, "lr": lr * self.first_order_lr_scale}]
+
     def forward(self, inputs):
-        summary = self.summaries(self.get_inputs(inputs))
-        return {"y_pred": self.output_activation(self.head(summary.flatten(1)))}
+        X_dict = self.get_inputs(inputs)
+        y = self.head(self.summaries(X_dict).flatten(1))
+        if self.first_order is not None:
+            y = y + self.wide(X_dict)
+        return {"y_pred": self.output_activation(y)}
+
+    def wide(self, X_dict):
+        """``first_order``'s term ``[B, 1]`` of the non-sequence fields."""
+        fields = self.feature_arch
+        ids = [X_dict[f].long() for f in fields.sparse_fields]
+        dense = [X_dict[f].float() for f in fields.dense_fields]
+        return self.first_order(torch.stack(ids, dim=1) if ids else None,
+                                torch.stack(dense, dim=1) if dense else None)
 
     def summaries(self, X_dict):
         """``[X_sum ‖ S_sum]`` ``[B, head_tokens, d]``, the head's input.
