@@ -126,6 +126,8 @@ SUITES = {s.name: s for s in (
            Entry("target attention", "InterFormer", dict(AMAZON, target_attention=True)),
            # the wide part at 10x the rate: at 1e-3 Adam moves it too little in 3 epochs (layers/first_order.py)
            Entry("first order", "InterFormer", dict(AMAZON, first_order=True, first_order_lr_scale=10.0)),
+           Entry("first order, λ=0", "InterFormer", dict(AMAZON, first_order=True, first_order_lr_scale=10.0,
+                                                         embedding_regularizer=0)),
            # about one epoch of the 1,000-user MovieLens split at batch 2048 (65 steps)
            Entry("warm-up 64 steps", "InterFormer", dict(AMAZON, warmup_steps=64))),
           reference="shipped", seeds=2),

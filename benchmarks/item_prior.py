@@ -109,6 +109,10 @@ def main(argv=None):
     y, users = test["label"].to_numpy(float), test["user_id"].to_numpy()
     print(f"{args.dataset}: {len(train):,} training rows, {len(test):,} test rows, "
           f"{test['user_id'].nunique():,} test users\n")
+    prior = train["label"].mean()
+    spread = logit(shrunk_mean(train, "item_id", 5, prior).to_numpy()) - logit(prior)
+    print("items' training log-odds (5 pseudo-rows) against the mean: 5th / 50th / 95th percentile "
+          + " / ".join(f"{v:+.2f}" for v in np.percentile(spread, [5, 50, 95])) + "\n")
     print("| scorer | test gAUC | test AUC | test logloss |\n|---|---:|---:|---:|")
     found = scorers(train, test, args.k)
     fields = [c for c in train.columns if c != "label"]
