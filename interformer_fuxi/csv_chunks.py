@@ -133,14 +133,20 @@ class ChunkReader:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(self.workers, mp_context=worker_context())
         tasks = ((self, path, header, start, end, layout) for start, end in spans)
-        return self._or_one_process(OrderedResults(self._pool, _tokenize_range, tasks, 2 * self.workers),
-                                    path, layout)
+        try:
+            results = OrderedResults(self._pool, _tokenize_range, tasks, 2 * self.workers)
+        except BrokenProcessPool:  # a worker died while the first chunks were being submitted
+            results = None
+        return self._or_one_process(results, path, layout)
 
     def _or_one_process(self, results, path, layout):
-        """``results``; or, where the workers cannot start (a script read from stdin, or one
+        """``results``; or, where the workers cannot start (``results`` is None, or the first result
+        breaks the pool: a script read from stdin, or one
         without an ``if __name__ == "__main__":`` guard, which they would run again), the
         chunks read by this process, with a warning."""
         try:
+            if results is None:
+                raise BrokenProcessPool("a worker process died at start")
             first = next(results)
         except StopIteration:
             return
